@@ -1,0 +1,1 @@
+"""Built-in modality plugins: tokenizers, text encoders, refiners (each a videopoet plugin)."""

@@ -1,0 +1,14 @@
+"""Audio-video continuation: the first frames and their sound condition the whole clip."""
+
+from videopoet.core.declarations import PrefixSpec, TargetSpec, TaskSpec
+
+AVCONT = TaskSpec(
+    name="avcont",
+    description="audio-video continuation from the first 5 frames and their audio",
+    task_token="avcont",
+    prefix=PrefixSpec(visual="video", audio=True, condition_frames=5),
+    target=TargetSpec(visual="video", audio=True),
+    cfg_drop=(),
+)
+
+SPECS = [AVCONT]
