@@ -208,8 +208,20 @@ class TaskSpec(_Declaration):
     formats: tuple[Format, ...] = VIDEO_FORMATS
     #: Text-to-image leaves ``<eos>`` out so generation can run on into video (paper 4.1).
     eos: bool = True
-    #: Inputs dropped in the unconditional branch of classifier-free guidance.
-    cfg_drop: tuple[Literal["text", "visual", "audio"], ...] = ("text",)
+    #: Inputs dropped in the unconditional branch of classifier-free guidance
+    #: (default: the text, when the task has text).
+    cfg_drop: tuple[Literal["text", "visual", "audio"], ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cfg_drop(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cfg_drop" not in data:
+            prefix = data.get("prefix")
+            has_text = (
+                prefix.get("text") if isinstance(prefix, dict) else getattr(prefix, "text", False)
+            )
+            data = {**data, "cfg_drop": ("text",) if has_text else ()}
+        return data
 
     @field_validator("formats")
     @classmethod

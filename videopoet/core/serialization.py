@@ -44,7 +44,9 @@ def load_json(path: str | os.PathLike) -> Any:
     return json.loads(path.read_text())
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+def save_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict | None = None
+) -> None:
     """Atomic safetensors write; shared or non-contiguous tensors are copied first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
         raise
 
 
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("path", str(path), "an existing .safetensors file")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from videopoet.core.declarations import AudioTokenizerSpec, TaskSpec, VisualTokenizerSpec
@@ -71,7 +71,7 @@ class Vocabulary:
     ) -> None:
         self.visual, self.audio = visual, audio
         wanted = [*SPECIAL_TOKENS, *FORMAT_TOKENS]
-        wanted += sorted({task.token_name for task in tasks})
+        wanted += list(dict.fromkeys(task.token_name for task in tasks))
         self.tokens: dict[str, int] = {}
         if base is not None:
             self.tokens.update(_check_base_tokens(base))
@@ -106,9 +106,18 @@ class Vocabulary:
         audio: str | None = None,
         base: dict[str, Any] | None = None,
     ) -> Vocabulary:
-        """The vocabulary of every registered task and the chosen (or default) tokenizers."""
+        """The vocabulary of every registered task and the chosen (or default) tokenizers.
+
+        Built-in task tokens come first, then third-party ones, each group sorted by name, so
+        installing a plugin never moves a built-in id.
+        """
+
+        def order(task: TaskSpec) -> tuple[bool, str]:
+            owner = registry.owners.get(("tasks", task.name))
+            return (getattr(owner, "distribution", "") != "videopoet", task.token_name)
+
         return cls(
-            registry.tasks.values(),
+            sorted(registry.tasks.values(), key=order),
             registry.tokenizer_for("visual", visual),
             registry.tokenizer_for("audio", audio),
             base=base,
@@ -151,7 +160,7 @@ class Vocabulary:
         return {
             "reserved": RESERVED,
             "tokens": dict(sorted(self.tokens.items(), key=lambda kv: kv[1])),
-            "codebooks": [vars(b) | {} for b in self.codebooks],
+            "codebooks": [asdict(b) for b in self.codebooks],
             "size": self.size,
         }
 
@@ -179,9 +188,13 @@ def _check_base_tokens(base: dict[str, Any]) -> dict[str, int]:
     seen: dict[int, str] = {}
     for name, token_id in tokens.items():
         if not 0 <= token_id < RESERVED:
-            raise VocabularyError(f"saved token {name!r} has id {token_id}, outside [0, {RESERVED})")
+            raise VocabularyError(
+                f"saved token {name!r} has id {token_id}, outside [0, {RESERVED})"
+            )
         if token_id in seen:
-            raise VocabularyError(f"saved tokens {seen[token_id]!r} and {name!r} share id {token_id}")
+            raise VocabularyError(
+                f"saved tokens {seen[token_id]!r} and {name!r} share id {token_id}"
+            )
         seen[token_id] = name
     return tokens
 
@@ -189,10 +202,11 @@ def _check_base_tokens(base: dict[str, Any]) -> dict[str, int]:
 def _check_base_codebooks(base: dict[str, Any], vocab: Vocabulary) -> None:
     saved = [Codebook(**b) for b in base.get("codebooks", [])]
     if saved != vocab.codebooks:
+
         def show(books: list[Codebook]) -> str:
-            return ", ".join(
-                f"{b.tokenizer}[{b.level}]@[{b.start},{b.stop})" for b in books
-            ) or "none"
+            return (
+                ", ".join(f"{b.tokenizer}[{b.level}]@[{b.start},{b.stop})" for b in books) or "none"
+            )
 
         raise VocabularyError(
             "the saved token table conflicts with the installed tokenizers: saved "

@@ -260,8 +260,10 @@ def build_layout(
         raise ConfigError("text_tokens", text_tokens, f"0 (task {task.name} takes no text)")
 
     if prefix.visual:
-        frames = 1 if prefix.visual == "image" else (
-            input_frames or prefix.condition_frames or fmt.frames
+        frames = (
+            1
+            if prefix.visual == "image"
+            else (input_frames or prefix.condition_frames or fmt.frames)
         )
         if frames > fmt.frames:
             raise ConfigError("input_frames", frames, f"at most the output's {fmt.frames} frames")
@@ -294,7 +296,12 @@ def build_layout(
         rows += [
             _special("bov_o", "<bov_o>", vocab, True),
             (
-                "visual_out", "visual", _prod(out_shape), True, None, out_shape,
+                "visual_out",
+                "visual",
+                _prod(out_shape),
+                True,
+                None,
+                out_shape,
                 ((book.start, book.stop),),
             ),
             _special("eov_o", "<eov_o>", vocab, True),

@@ -1,0 +1,29 @@
+"""Shared fixtures: the installed registry, the default vocabulary, and a tiny vocabulary."""
+
+from __future__ import annotations
+
+import pytest
+
+from videopoet.core.declarations import AudioTokenizerSpec, VisualTokenizerSpec
+from videopoet.core.plugins import get_registry
+from videopoet.core.vocabulary import Vocabulary
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return get_registry()
+
+
+@pytest.fixture(scope="session")
+def vocab(registry):
+    return Vocabulary.from_registry(registry)
+
+
+@pytest.fixture(scope="session")
+def tiny_vocab(registry):
+    """6-bit visual codebook and 2 × 16 audio codes: for tiny models."""
+    return Vocabulary(
+        registry.tasks.values(),
+        VisualTokenizerSpec(name="tiny_visual", codebook_bits=6),
+        AudioTokenizerSpec(name="tiny_audio", levels=2, codebook_size=16),
+    )
