@@ -1,6 +1,6 @@
 import json
+import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -75,8 +75,10 @@ def test_demo_runs(capsys):
 
 
 def test_console_script_is_installed():
+    script = shutil.which("videopoet")
+    assert script, "the videopoet console script is not on PATH: pip install -e ."
     result = subprocess.run(
-        [sys.executable, "-m", "videopoet.cli", "layout", "t2i", "--json"],
+        [script, "layout", "t2i", "--json"],
         capture_output=True,
         text=True,
         check=True,

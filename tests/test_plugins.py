@@ -169,3 +169,20 @@ def test_text_encoder_and_refiner_hooks():
     registry = load_registry(extra_plugins=[("all", AllHooksPlugin())])
     assert registry.text_encoder("tiny_text").dim == 8
     assert registry.refiner("tiny_refiner").name == "tiny_refiner"
+
+
+class ReverseTask:
+    """A task class carrying its declaration as ``spec`` (behaviour comes in later issues)."""
+
+    spec = task("as_class")
+
+
+class TaskClassPlugin:
+    @videopoet.hookimpl
+    def register_tasks(self):
+        return [ReverseTask]
+
+
+def test_a_task_class_with_a_spec_is_accepted():
+    registry = load_registry(strict=True, extra_plugins=[("cls", TaskClassPlugin())])
+    assert registry.task("as_class") is ReverseTask.spec
