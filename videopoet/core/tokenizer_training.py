@@ -1,0 +1,163 @@
+"""``videopoet train-tokenizer CONFIG.yaml [key=value ...]``: train any registered tokenizer.
+
+The YAML names a registered tokenizer and holds four sections::
+
+    tokenizer: magvit2_tiny        # a registered tokenizer name (visual or audio)
+    network: {...}                 # keyword arguments of the tokenizer's factory
+    data: {...}                    # the dataset; validated by the tokenizer's adapter
+    loss: {...}                    # loss weights; validated by the tokenizer's adapter
+    train: {...}                   # videopoet.core.training.TrainConfig
+
+``key=value`` overrides use omegaconf's dotlist syntax (``train.steps=50``). Every section is
+validated with ``extra="forbid"``: a misspelled key is a :class:`ConfigError` naming its dotted
+path (``data.frame``), with the close matches.
+
+How a tokenizer plugs in (no registry to edit): ``spec.factory(**network)`` builds the
+network, and the network object has a method
+
+``training_adapter(data: dict, loss: dict, train: TrainConfig) -> TrainingAdapter``
+
+returning an object with the attributes of :class:`TrainingAdapter`: the module to optimize
+(it may wrap the tokenizer, e.g. with a GAN critic), ``loss_fn(model, batch)``,
+``batches(step)``, an optional ``eval_fn(model)``, the ``model_config`` saved with every
+checkpoint, and ``finish(model, out_dir)`` that writes the final pretrained tokenizer and
+returns extra figures for the result. :func:`validate_section` turns a raw section into a
+pydantic model with errors named by path; adapters use it for ``data`` and ``loss``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from videopoet.core.errors import ConfigError
+from videopoet.core.training import TrainConfig, train
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class TrainingAdapter(Protocol):
+    model: torch.nn.Module
+    model_config: dict[str, Any] | None
+
+    def loss_fn(self, model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
+
+    def batches(self, step: int) -> Any: ...
+
+    def eval_fn(self, model: torch.nn.Module) -> dict[str, float]: ...
+
+    def finish(self, model: torch.nn.Module, out_dir: Path) -> dict[str, Any]: ...
+
+
+class TokenizerTrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: str
+    network: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    loss: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+def validate_section(model: type[M], values: Any, path: str) -> M:
+    """``model.model_validate(values)``, raising ConfigError that names ``path.field``."""
+    try:
+        return model.model_validate(values or {})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"])
+        field = f"{path}.{loc}" if path and loc else path or loc
+        expected = error["msg"]
+        if error["type"] == "extra_forbidden":
+            import difflib
+
+            known = list(model.model_fields)
+            close = difflib.get_close_matches(str(error["loc"][-1]), known, n=3)
+            expected = f"one of {', '.join(known)}" + (
+                f" (did you mean {', '.join(close)}?)" if close else ""
+            )
+        raise ConfigError(field, error.get("input"), expected) from exc
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """YAML + dotlist overrides → plain dict (omegaconf interpolations resolved)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config", str(path), "an existing YAML file")
+    try:
+        config = OmegaConf.load(path)
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError("override", bad[0], "key=value (e.g. train.steps=100)")
+            config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+        raw = OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError("config", str(path), f"valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("config", str(path), "a YAML mapping with tokenizer, network, ...")
+    return raw
+
+
+def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
+    """Train from an already loaded config dict; returns the trainer's result + adapter figures."""
+    from videopoet.core.plugins import get_registry
+
+    config = validate_section(TokenizerTrainingConfig, raw, "")
+    train_config = validate_section(TrainConfig, config.train, "train")
+    spec = get_registry().tokenizer(config.tokenizer)
+    if spec.factory is None:
+        raise ConfigError("tokenizer", config.tokenizer, "a tokenizer that declares a factory")
+    network = spec.factory(**config.network)
+    make_adapter = getattr(network, "training_adapter", None)
+    if make_adapter is None:
+        raise ConfigError(
+            "tokenizer", config.tokenizer, "a tokenizer whose network has training_adapter()"
+        )
+    adapter = make_adapter(config.data, config.loss, train_config)
+    out_dir = Path(train_config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from videopoet.core.serialization import save_json
+
+    save_json(out_dir / "train_config.json", config.model_dump(mode="json"))
+    result = train(
+        adapter.model,
+        adapter.loss_fn,
+        adapter.batches,
+        train_config,
+        eval_fn=getattr(adapter, "eval_fn", None),
+        model_config=adapter.model_config,
+    )
+    result.update(adapter.finish(adapter.model, out_dir))
+    return result
+
+
+def train_tokenizer_from_yaml(path: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The ``videopoet train-tokenizer CONFIG.yaml [key=value ...]`` entry."""
+    return train_tokenizer(load_config(path, overrides))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m videopoet.core.tokenizer_training CONFIG.yaml [key=value ...]``; the last
+    printed line is the result as one JSON object."""
+    import json
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m videopoet.core.tokenizer_training CONFIG.yaml [key=value ...]")
+        return 2
+    result = train_tokenizer_from_yaml(args[0], args[1:])
+    print(json.dumps(result, sort_keys=True, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

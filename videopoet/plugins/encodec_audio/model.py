@@ -1,0 +1,335 @@
+"""The EnCodec audio tokenizer: the ``encodec`` package's ``EncodecModel`` at 16 kHz.
+
+Geometry (paper 3.1): 16 kHz mono in, SEANet strides 8·5·4·2 = 320 samples per latent frame
+(50 Hz), a residual vector quantizer of 4 levels × 1,024 codes (2 kbps). The codes of one clip
+are flattened level by level (:mod:`.patterns`), so 2.125 s → 106 frames × 4 = 424 tokens.
+
+Framing: the causal SEANet encoder pads its input up to a whole number of frames, so 34,000
+samples (2.125 s) would give ceil(106.25) = 107 frames, the last one mostly padding. The
+tokenizer keeps whole frames only, as :meth:`AudioTokenizerSpec.latent_frames` does: the input
+is cut to ``floor(samples / 320) * 320`` samples (34,000 → 33,920, dropping the last 5 ms), so
+2.125 s maps to exactly 106 frames, and decoding returns 106 × 320 = 33,920 samples.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from videopoet.core.declarations import NAME_PATTERN, AudioTokenizerSpec
+from videopoet.core.errors import ConfigError
+from videopoet.core.serialization import load_pretrained, save_pretrained
+from videopoet.plugins.encodec_audio.patterns import flatten_levels, unflatten_levels
+
+KIND = "encodec_audio"  # written into config.json so a directory says what it holds
+
+
+class EncodecConfig(BaseModel):
+    """Constructor arguments of :class:`EncodecTokenizer`; saved as its ``config.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("encodec16k", pattern=NAME_PATTERN)
+    sample_rate: int = Field(16_000, ge=1000)
+    channels: int = Field(1, ge=1, le=2)
+    #: Decoder (upsampling) order; the encoder uses them reversed. Product = hop length.
+    ratios: tuple[int, ...] = (8, 5, 4, 2)
+    n_filters: int = Field(32, ge=1)
+    dimension: int = Field(128, ge=1)
+    n_residual_layers: int = Field(1, ge=1)
+    lstm: int = Field(2, ge=0)
+    causal: bool = True
+    norm: str = "weight_norm"
+    levels: int = Field(4, ge=1)
+    codebook_size: int = Field(1024, ge=2)
+    #: Residual-VQ levels stored in the network; ``levels`` of them are used (the official
+    #: 24 kHz checkpoint stores 32 and is used with 4 here).
+    stored_levels: int | None = Field(None, ge=1)
+    kmeans_iters: int = Field(50, ge=1)
+    decay: float = Field(0.99, gt=0, lt=1)
+    threshold_ema_dead_code: int = Field(2, ge=0)
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(r < 1 for r in value):
+            raise ValueError("ratios must be positive integers, e.g. [8, 5, 4, 2]")
+        return value
+
+    @field_validator("codebook_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("EncodecModel needs a power-of-two codebook size (e.g. 1024)")
+        return value
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bandwidth_kbps(self) -> float:
+        return self.levels * math.log2(self.codebook_size) * self.frame_rate / 1000
+
+    def spec(self, **extra: Any) -> AudioTokenizerSpec:
+        """The declaration matching this network (what the vocabulary and layouts need)."""
+        return AudioTokenizerSpec(
+            name=self.name,
+            description=(
+                f"EnCodec at {self.sample_rate / 1000:g} kHz, {self.frame_rate:g} Hz frames, "
+                f"{self.levels} x {self.codebook_size} RVQ"
+            ),
+            sample_rate=self.sample_rate,
+            frame_rate=self.frame_rate,
+            levels=self.levels,
+            codebook_size=self.codebook_size,
+            **extra,
+        )
+
+
+def parse_config(config: dict[str, Any]) -> EncodecConfig:
+    """Validate a config dict; a bad key or value is a ConfigError naming it."""
+    try:
+        cfg = EncodecConfig(**config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "tokenizer." + ".".join(str(p) for p in err["loc"])
+        raise ConfigError(field, err.get("input"), err["msg"]) from None
+    if cfg.stored_levels is not None and cfg.stored_levels < cfg.levels:
+        raise ConfigError(
+            "tokenizer.levels", cfg.levels, f"at most stored_levels={cfg.stored_levels}"
+        )
+    if abs(cfg.frame_rate - round(cfg.frame_rate)) > 1e-9:
+        raise ConfigError(
+            "tokenizer.ratios",
+            list(cfg.ratios),
+            f"a product dividing sample_rate={cfg.sample_rate} (whole frames per second)",
+        )
+    return cfg
+
+
+@dataclass
+class AudioForward:
+    """What a training step needs from one pass."""
+
+    reconstruction: torch.Tensor  # (B, channels, samples), same length as the (framed) input
+    target: torch.Tensor  # the framed input it should match
+    codes: torch.Tensor  # (B, levels, frames)
+    commitment: torch.Tensor  # scalar
+
+
+class EncodecTokenizer(nn.Module):
+    """Waveform ↔ level-major token ids, on the ``encodec`` package's ``EncodecModel``."""
+
+    def __init__(self, config: EncodecConfig | dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, EncodecConfig):
+            config = parse_config(dict(config or {}))
+        self.config = config
+        self.codec = _build_codec(config)
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def spec(self) -> AudioTokenizerSpec:
+        return self.config.spec()
+
+    @property
+    def levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    def frames_for(self, samples: int) -> int:
+        """Whole latent frames in ``samples`` samples (the partial last frame is dropped)."""
+        frames = samples // self.hop_length
+        if frames < 1:
+            raise ConfigError(
+                "samples", samples, f"at least one frame of {self.hop_length} samples"
+            )
+        return frames
+
+    def frame(self, wav: torch.Tensor) -> torch.Tensor:
+        """Check a waveform and cut it to whole frames: (B, channels, frames * hop)."""
+        if not torch.is_tensor(wav) or not wav.is_floating_point():
+            raise ConfigError("wav", type(wav).__name__, "a float tensor in [-1, 1]")
+        if wav.dim() == 1:
+            wav = wav[None, None]
+        elif wav.dim() == 2:
+            wav = wav[:, None]
+        if wav.dim() != 3 or wav.shape[1] != self.config.channels:
+            raise ConfigError(
+                "wav", tuple(wav.shape), f"(batch, {self.config.channels}, samples) audio"
+            )
+        if not torch.isfinite(wav).all():
+            raise ConfigError("wav", "non-finite samples", "finite values in [-1, 1]")
+        frames = self.frames_for(wav.shape[-1])
+        return wav[..., : frames * self.hop_length]
+
+    # ------------------------------------------------------------------ tokens
+
+    @torch.no_grad()
+    def encode_codes(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, channels, samples) → codes (B, levels, frames), frames = samples // hop."""
+        wav = self.frame(wav).to(self._device)
+        emb = self.codec.encoder(wav)
+        codes = self.codec.quantizer.vq.encode(emb, n_q=self.levels)  # (levels, B, frames)
+        return codes.transpose(0, 1).contiguous()
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, levels, frames) → waveform (B, channels, frames * hop)."""
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.dim() != 3 or codes.shape[1] != self.levels:
+            raise ConfigError("codes", tuple(codes.shape), f"(batch, {self.levels}, frames)")
+        size = self.config.codebook_size
+        if codes.numel() and (codes.min() < 0 or codes.max() >= size):
+            got = f"[{int(codes.min())}, {int(codes.max())}]"
+            raise ConfigError("codes", got, f"local ids in [0, {size})")
+        emb = self.codec.quantizer.vq.decode(codes.to(self._device).transpose(0, 1))
+        return self.codec.decoder(emb)
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Waveform (B, 1, samples) in [-1, 1] → LongTensor (B, levels * frames), level-major
+        local ids in [0, codebook_size); add each level's vocabulary offset to get token ids
+        (``Layout.fill`` does)."""
+        return flatten_levels(self.encode_codes(wav))
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Level-major local ids (B, levels * frames) → waveform (B, 1, frames * hop)."""
+        return self.decode_codes(unflatten_levels(torch.as_tensor(ids), self.levels))
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, wav: torch.Tensor) -> AudioForward:
+        """One differentiable pass; in train mode the codebooks follow their EMA updates."""
+        target = self.frame(wav)
+        emb = self.codec.encoder(target)
+        quantized, codes, losses = self.codec.quantizer.vq(emb, n_q=self.levels)
+        recon = self.codec.decoder(quantized)[..., : target.shape[-1]]
+        return AudioForward(recon, target, codes.transpose(0, 1), losses.mean())
+
+    def training_adapter(self, data: dict, loss: dict, train: Any) -> Any:
+        """Hook of :mod:`videopoet.core.tokenizer_training` (``train-tokenizer``)."""
+        from videopoet.plugins.encodec_audio.train import training_adapter
+
+        return training_adapter(self, data, loss, train)
+
+    # ------------------------------------------------------------------ files
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        config = {"kind": KIND, **self.config.model_dump(mode="json")}
+        return save_pretrained(directory, self, config)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> EncodecTokenizer:
+        state, config = load_pretrained(directory, device)
+        if config.pop("kind", None) != KIND:
+            raise ConfigError("directory", str(directory), f"a {KIND} tokenizer checkpoint")
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ConfigError(
+                "directory",
+                str(directory),
+                f"weights matching its config (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            )
+        return model.to(device).eval()
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def _build_codec(cfg: EncodecConfig) -> nn.Module:
+    from encodec import EncodecModel
+    from encodec import modules as m
+    from encodec import quantization as qt
+
+    common = dict(
+        channels=cfg.channels,
+        dimension=cfg.dimension,
+        n_filters=cfg.n_filters,
+        n_residual_layers=cfg.n_residual_layers,
+        ratios=list(cfg.ratios),
+        norm=cfg.norm,
+        causal=cfg.causal,
+        lstm=cfg.lstm,
+    )
+    with warnings.catch_warnings():
+        # encodec builds its convolutions with torch's legacy weight_norm (a FutureWarning).
+        warnings.simplefilter("ignore", FutureWarning)
+        encoder = m.SEANetEncoder(**common)
+        decoder = m.SEANetDecoder(**common)
+    quantizer = qt.ResidualVectorQuantizer(
+        dimension=cfg.dimension,
+        n_q=cfg.stored_levels or cfg.levels,
+        bins=cfg.codebook_size,
+        decay=cfg.decay,
+        kmeans_init=True,
+        kmeans_iters=cfg.kmeans_iters,
+        threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+    )
+    codec = EncodecModel(
+        encoder,
+        decoder,
+        quantizer,
+        target_bandwidths=[cfg.bandwidth_kbps],
+        sample_rate=cfg.sample_rate,
+        channels=cfg.channels,
+        name=cfg.name,
+    )
+    codec.set_target_bandwidth(cfg.bandwidth_kbps)
+    for layer in codec.quantizer.vq.layers:
+        layer._codebook.replace_ = types.MethodType(_replace_dead_codes, layer._codebook)
+    return codec
+
+
+def _replace_dead_codes(codebook: nn.Module, samples: torch.Tensor, mask: torch.Tensor) -> None:
+    """Dead-code expiry that sticks.
+
+    encodec 0.1.1 replaces only ``embed`` with fresh vectors, and the EMA update that follows
+    in the same step rebuilds ``embed`` from ``embed_avg / cluster_size``, so the replacement
+    is lost and unused codes stay dead (we saw a 1,024-code level collapse to 2 codes). The
+    running sums are reset too, so the new vector survives that update.
+    """
+    from encodec.quantization.core_vq import sample_vectors
+
+    fresh = sample_vectors(samples, codebook.codebook_size)
+    threshold = float(codebook.threshold_ema_dead_code)
+    keep = ~mask[..., None]
+    codebook.embed.data.copy_(torch.where(keep, codebook.embed, fresh))
+    codebook.embed_avg.data.copy_(torch.where(keep, codebook.embed_avg, fresh * threshold))
+    codebook.cluster_size.data.masked_fill_(mask, threshold)
+
+
+def build_tokenizer(checkpoint: str | os.PathLike | None = None, **config: Any) -> EncodecTokenizer:
+    """The plugin factory: a new tokenizer from ``config``, or one loaded from ``checkpoint``
+    (a directory written by :meth:`EncodecTokenizer.save_pretrained`, or an official EnCodec
+    ``.th`` file, see :mod:`.official`)."""
+    if checkpoint is None:
+        return EncodecTokenizer(config)
+    from videopoet.plugins.encodec_audio.official import load_checkpoint
+
+    return load_checkpoint(checkpoint, **config)
