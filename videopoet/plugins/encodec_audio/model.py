@@ -220,10 +220,18 @@ class EncodecTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ training
 
-    def forward(self, wav: torch.Tensor) -> AudioForward:
-        """One differentiable pass; in train mode the codebooks follow their EMA updates."""
+    def forward(self, wav: torch.Tensor, quantize: bool = True) -> AudioForward:
+        """One differentiable pass; in train mode the codebooks follow their EMA updates.
+
+        ``quantize=False`` bypasses the quantizer (a plain autoencoder pass, no codes): the
+        warm-up of short runs, so the codebooks are k-means-initialised on embeddings that
+        already carry the signal rather than on an untrained encoder's near-constant output.
+        """
         target = self.frame(wav)
         emb = self.codec.encoder(target)
+        if not quantize:
+            recon = self.codec.decoder(emb)[..., : target.shape[-1]]
+            return AudioForward(recon, target, torch.empty(0, dtype=torch.long), emb.new_zeros(()))
         quantized, codes, losses = self.codec.quantizer.vq(emb, n_q=self.levels)
         recon = self.codec.decoder(quantized)[..., : target.shape[-1]]
         return AudioForward(recon, target, codes.transpose(0, 1), losses.mean())
@@ -302,8 +310,34 @@ def _build_codec(cfg: EncodecConfig) -> nn.Module:
     )
     codec.set_target_bandwidth(cfg.bandwidth_kbps)
     for layer in codec.quantizer.vq.layers:
+        layer._codebook.init_embed_ = types.MethodType(_init_codes, layer._codebook)
         layer._codebook.replace_ = types.MethodType(_replace_dead_codes, layer._codebook)
     return codec
+
+
+# Two fixes to encodec 0.1.1's EMA codebooks, bound per instance (the package is not edited).
+# Its EMA keeps running sums (``embed_avg``) and counts (``cluster_size``) and sets
+# ``embed = embed_avg / cluster_size`` after every training step.
+
+
+def _init_codes(codebook: nn.Module, data: torch.Tensor) -> None:
+    """k-means initialisation whose running sums match its counts.
+
+    encodec 0.1.1 stores the k-means *means* as ``embed_avg`` beside the cluster *counts*, so
+    the first EMA step divides every code by its count: the codebook shrinks towards zero and
+    one code wins every vector (we saw whole levels collapse to a single code).
+    """
+    from encodec import distrib
+    from encodec.quantization.core_vq import kmeans
+
+    if codebook.inited:
+        return
+    embed, cluster_size = kmeans(data, codebook.codebook_size, codebook.kmeans_iters)
+    codebook.embed.data.copy_(embed)
+    codebook.embed_avg.data.copy_(embed * cluster_size[:, None].to(embed))
+    codebook.cluster_size.data.copy_(cluster_size)
+    codebook.inited.data.fill_(1.0)
+    distrib.broadcast_tensors(codebook.buffers())
 
 
 def _replace_dead_codes(codebook: nn.Module, samples: torch.Tensor, mask: torch.Tensor) -> None:
@@ -311,8 +345,8 @@ def _replace_dead_codes(codebook: nn.Module, samples: torch.Tensor, mask: torch.
 
     encodec 0.1.1 replaces only ``embed`` with fresh vectors, and the EMA update that follows
     in the same step rebuilds ``embed`` from ``embed_avg / cluster_size``, so the replacement
-    is lost and unused codes stay dead (we saw a 1,024-code level collapse to 2 codes). The
-    running sums are reset too, so the new vector survives that update.
+    is lost and unused codes stay dead. The running sums are reset too, so the new vector
+    survives that update.
     """
     from encodec.quantization.core_vq import sample_vectors
 

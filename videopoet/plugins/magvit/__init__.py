@@ -4,7 +4,7 @@ This module is the plugin: it declares the tokenizer's geometry. The network liv
 submodules and is imported only when ``factory`` is called.
 
 Two tokenizers are declared: ``magvit2`` (the paper's 2^18 codes, an ~18 M-parameter network
-that still runs on a CPU) and ``magvit2_tiny`` (2^8 codes, a ~0.3 M-parameter network) for
+that still runs on a CPU) and ``magvit2_tiny`` (2^8 codes, a ~0.8 M-parameter network) for
 tests and tiny end-to-end models. The factory fills in the network's ``codebook_bits`` from the
 declaration (a config that names other bits is an error: the vocabulary is sized from it) and
 the spec's name, so a saved network records which declaration it belongs to.
@@ -19,7 +19,7 @@ from videopoet.core.errors import ConfigError
 from videopoet.core.hookspecs import hookimpl
 
 #: network defaults of the tiny declaration (the default one uses MagvitConfig's defaults)
-TINY_NETWORK = {"channels": 16, "channel_mult": (1, 2, 2, 4), "num_res_blocks": 1, "mid_blocks": 1}
+TINY_NETWORK = {"channels": 8, "channel_mult": (1, 2, 4, 4), "num_res_blocks": 1, "mid_blocks": 1}
 
 
 def _factory(spec_name: str, bits: int, defaults: dict[str, Any]) -> Any:

@@ -92,3 +92,37 @@ class Upsample(nn.Module):
         y = y.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.cout, t * self.st, h * 2, w * 2)
         # latent frame 0 stands for input frame 0 alone: keep one of its copies
         return y[:, :, self.st - 1 :]
+
+
+class PatchShortcut(nn.Module):
+    """A linear map between a causal space-time patch and its latent vector.
+
+    ``encode``: the 4 frames × 8 × 8 pixels under a latent position (frame 0 padded with
+    copies of itself, as the convolutions do) → ``K`` channels. ``decode``: ``K`` channels →
+    those pixels. Added beside the deep paths, it gives the network a linear autoencoder to
+    start from, which learns in a few hundred steps what the deep path alone takes thousands
+    to find (the residual-autoencoding idea of DC-AE, Chen et al. 2024).
+    """
+
+    def __init__(self, latent: int, temporal: int = 4, spatial: int = 8, channels: int = 3):
+        super().__init__()
+        self.t, self.s, self.c = temporal, spatial, channels
+        width = channels * temporal * spatial * spatial
+        self.down = nn.Conv3d(width, latent, 1)
+        self.up = nn.Conv3d(latent, width, 1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, frames, h, w = x.shape
+        t, s = self.t, self.s
+        x = torch.cat([x[:, :, :1].expand(-1, -1, t - 1, -1, -1), x], dim=2)
+        n = x.shape[2] // t
+        x = x.reshape(b, c, n, t, h // s, s, w // s, s)
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * t * s * s, n, h // s, w // s)
+        return self.down(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        b, _, n, h, w = z.shape
+        t, s, c = self.t, self.s, self.c
+        y = self.up(z).reshape(b, c, t, s, s, n, h, w)
+        y = y.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, c, n * t, h * s, w * s)
+        return y[:, :, t - 1 :]  # latent frame 0 stands for frame 0 alone

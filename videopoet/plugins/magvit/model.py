@@ -27,7 +27,14 @@ from torch import nn
 from videopoet.core.declarations import VisualTokenizerSpec
 from videopoet.core.errors import ConfigError
 from videopoet.core.serialization import load_pretrained, save_pretrained
-from videopoet.plugins.magvit.layers import CausalConv3d, Downsample, FrameNorm, ResBlock, Upsample
+from videopoet.plugins.magvit.layers import (
+    CausalConv3d,
+    Downsample,
+    FrameNorm,
+    PatchShortcut,
+    ResBlock,
+    Upsample,
+)
 from videopoet.plugins.magvit.lfq import LFQ, LFQOutput, ids_to_codes
 
 #: slack on the [-1, 1] range check: resampling and colour conversion overshoot slightly
@@ -49,6 +56,7 @@ class MagvitConfig(BaseModel):
     inv_temperature: float = Field(100.0, gt=0)
     diversity_gamma: float = Field(1.0, ge=0)
     entropy_groups: int | None = Field(None, ge=1)
+    shortcut: bool = Field(True, description="linear patch path beside the deep one")
 
     @field_validator("channel_mult")
     @classmethod
@@ -83,9 +91,11 @@ class Encoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.norm_out = FrameNorm(cin)
         self.conv_out = CausalConv3d(cin, config.codebook_bits, 1)
+        self.shortcut = PatchShortcut(config.codebook_bits) if config.shortcut else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
+        z = self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
+        return z if self.shortcut is None else z + self.shortcut.encode(x)
 
 
 class Decoder(nn.Module):
@@ -104,9 +114,11 @@ class Decoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.norm_out = FrameNorm(cin)
         self.conv_out = CausalConv3d(cin, 3)
+        self.shortcut = PatchShortcut(config.codebook_bits) if config.shortcut else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
+        x = self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
+        return x if self.shortcut is None else x + self.shortcut.decode(z)
 
 
 class MagvitTokenizer(nn.Module):
