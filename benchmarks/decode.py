@@ -12,7 +12,7 @@ real 266,496-id vocabulary, on this machine's CPU, and prints tokens/s of
 
 (b) is too slow to run in full (about a second per step), so it is timed at evenly spaced
 steps of the same sequence and the sum over all steps is estimated from them; the output
-says so. Usage: ``python benchmarks/decode.py [--layers 8 --width 512 --heads 8]``.
+says so. Usage: ``python benchmarks/decode.py [--layers 8 --width 384 --heads 6]``.
 The last line is one JSON object of the figures.
 """
 
@@ -81,13 +81,18 @@ def hf_llama(model: PrefixLM):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--recompute-samples", type=int, default=24)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    parser.add_argument("--width", type=int, default=384)
+    parser.add_argument("--heads", type=int, default=6)
+    parser.add_argument("--recompute-samples", type=int, default=16)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for all three (0: all cores). One by default: on a shared "
+        "machine a second thread that gets preempted stalls every parallel op.",
+    )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     torch.manual_seed(0)
 
     registry = get_registry()

@@ -1,9 +1,9 @@
 """Training throughput and model FLOPs utilisation (MFU) of the prefix LM on this machine.
 
 One optimizer step over a mixed batch, one micro-batch per task as AGD batches them (a batch
-shares one task and one length): text-to-video (64 text slots, 1,280 visual targets),
-image-to-video (text + a 256-token image, 1,280 visual targets) and video-to-audio (1,280
-visual inputs, 424 audio targets), paper formats, the real 266,496-id vocabulary, float32,
+shares one task and one length): by default text-to-video (64 text slots of which 40 used,
+1,280 visual targets) and video-to-audio (1,280 visual inputs, 424 audio targets); ``--tasks``
+adds e.g. ``i2v``. Paper formats, the real 266,496-id vocabulary, float32,
 gradients accumulated over the micro-batches, then AdamW.
 
 MFU = model FLOPs per second / this machine's float32 matmul peak, measured in the same run
@@ -43,15 +43,18 @@ def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 4) -> float
     return best
 
 
-def mixed_batch(registry, vocab, text_dim: int, generator: torch.Generator) -> list[dict]:
+def mixed_batch(
+    registry, vocab, text_dim: int, generator: torch.Generator, tasks: list[str]
+) -> list[dict]:
     """One example per task with random ids inside each span's range and random text."""
     fmt = Format(frames=17, height=128, width=128)
     out = []
-    for name in ("t2v", "i2v", "v2a"):
+    for name in tasks:
         layout = build_layout(registry.task(name), vocab, fmt)
         content = {
-            s.name: torch.randint(0, min(hi - lo for lo, hi in s.ranges), (1, s.length),
-                                  generator=generator)
+            s.name: torch.randint(
+                0, min(hi - lo for lo, hi in s.ranges), (1, s.length), generator=generator
+            )
             for s in layout.content_spans
         }
         example = {"tokens": layout.fill(content), "prefix_length": layout.prefix_length}
@@ -81,13 +84,19 @@ def model_flops(config: ModelConfig, batch: list[dict]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--tasks", default="t2v,v2a", help="one micro-batch per task")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps after one warm-up")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (0: all cores). One by default: on a shared machine a second "
+        "thread that gets preempted stalls every parallel op; peak and model use the same.",
+    )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     torch.manual_seed(0)
     dtype = torch.float32
 
@@ -103,7 +112,8 @@ def main() -> None:
     )
     model = PrefixLM(config).train()
     params = model.num_parameters()
-    batch = mixed_batch(registry, vocab, config.text_dim, torch.Generator().manual_seed(0))
+    tasks = args.tasks.split(",")
+    batch = mixed_batch(registry, vocab, config.text_dim, torch.Generator().manual_seed(0), tasks)
     tokens = sum(e["tokens"].numel() for e in batch)
     flops = model_flops(config, batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, foreach=True)
@@ -114,7 +124,7 @@ def main() -> None:
     )
     print(
         "batch: "
-        + ", ".join(f"{n} L={e['tokens'].shape[1]}" for n, e in zip(("t2v", "i2v", "v2a"), batch))
+        + ", ".join(f"{n} L={e['tokens'].shape[1]}" for n, e in zip(tasks, batch, strict=True))
         + f"; {tokens} tokens, {flops / 1e12:.2f} model TFLOP per step"
     )
 
@@ -125,7 +135,7 @@ def main() -> None:
             extra = {k: v for k, v in example.items() if k not in ("tokens", "prefix_length")}
             loss = model.loss(example["tokens"], example["prefix_length"], **extra)
             (loss / len(batch)).backward()
-            total += float(loss)
+            total += float(loss.detach())
         optimizer.step()
         return total / len(batch)
 

@@ -92,8 +92,13 @@ def cmd_layout(args: argparse.Namespace) -> int:
 
     registry = _registry()
     task = registry.task(args.task)
+    audio_spec = None
+    if args.encodec_checkpoint:
+        from videopoet.plugins.encodec_audio import spec_from_checkpoint
+
+        audio_spec = spec_from_checkpoint(args.encodec_checkpoint, levels=args.audio_levels)
     vocab = Vocabulary.from_registry(
-        registry, visual=args.visual_tokenizer, audio=args.audio_tokenizer
+        registry, visual=args.visual_tokenizer, audio=args.audio_tokenizer, audio_spec=audio_spec
     )
     frames = args.frames if args.frames is not None else task.formats[0].frames
     fmt = Format(frames=frames, height=args.height, width=args.width)
@@ -168,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-frames", type=int, default=None, help="frames of a video condition")
     p.add_argument("--visual-tokenizer", default=None, help="registered tokenizer name")
     p.add_argument("--audio-tokenizer", default=None, help="registered tokenizer name")
+    p.add_argument(
+        "--encodec-checkpoint",
+        default=None,
+        help="an official EnCodec .th file or a saved encodec tokenizer directory",
+    )
+    p.add_argument("--audio-levels", type=int, default=4, help="RVQ levels used with it")
     p.add_argument("--any-format", action="store_true", help="allow formats outside the task's")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layout)

@@ -49,6 +49,7 @@ def build_prompt(
     text_mask: torch.Tensor | None = None,
     batch_size: int | None = None,
     guided: bool = False,
+    pad_id: int = PAD_ID,
 ) -> Prompt:
     """Prefix token ids and masks for a batch of prompts (and their unconditional twins)."""
     content = dict(content or {})
@@ -93,7 +94,7 @@ def build_prompt(
             if name == "text":
                 continue
             span = layout.span(_CONDITION_SPANS[name])
-            uncond[:, span.start : span.stop] = PAD_ID
+            uncond[:, span.start : span.stop] = pad_id
             key_mask[batch:, span.start : span.stop] = False
         tokens = torch.cat([tokens, uncond])
         if text is not None:
@@ -217,7 +218,8 @@ def generate(
             f"the vocabulary has {vocab.size} ids, the model {model.config.vocab_size}"
         )
     guided = cfg_scale != 1.0 if guide is None else guide
-    prompt = build_prompt(layout, content, text_embeddings, text_mask, batch_size, guided)
+    pad_id = vocab.id("<pad>") if vocab is not None else PAD_ID
+    prompt = build_prompt(layout, content, text_embeddings, text_mask, batch_size, guided, pad_id)
     device = model.device
     rows = prompt.tokens.shape[0]
     batch, prefix, target = prompt.batch, layout.prefix_length, layout.target_length

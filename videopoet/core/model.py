@@ -543,3 +543,19 @@ def linear_cross_entropy(
             for s in range(0, hidden.shape[0], chunk)
         )
     return total / hidden.shape[0]
+
+
+_BATCH_KEYS = ("text_embeddings", "text_mask", "text_start", "key_mask", "loss_mask")
+
+
+def lm_loss_fn(model: PrefixLM, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``loss_fn`` for :func:`videopoet.core.training.train`: a batch is a dict holding
+    ``tokens`` (B, L) and ``prefix_length`` (int), optionally ``text_embeddings``,
+    ``text_mask``, ``text_start``, ``key_mask`` and ``loss_mask``."""
+    missing = [k for k in ("tokens", "prefix_length") if k not in batch]
+    if missing:
+        raise ConfigError("batch", sorted(batch), f"a dict with {missing}")
+    prefix = batch["prefix_length"]
+    prefix = int(prefix.flatten()[0]) if isinstance(prefix, torch.Tensor) else int(prefix)
+    extra = {k: batch[k] for k in _BATCH_KEYS if batch.get(k) is not None}
+    return {"loss": model.loss(batch["tokens"], prefix, **extra)}

@@ -348,7 +348,6 @@ def train(
     evaluated: dict[str, float] = {}
     checkpoint: Path | None = previous
     step = start
-    last_saved = start if previous is not None else -1
     try:
         while step < config.steps:
             batch = draw(step) if draw is not None else next(iterator)  # type: ignore[arg-type]
@@ -384,7 +383,7 @@ def train(
             ):
                 evaluated = _evaluate(model, eval_fn)
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in evaluated.items())
-                bar.write(f"step {step}: {shown}")
+                bar.write(f"step {step}: {shown}", file=sys.stderr)
                 _append_metrics(out_dir, {"step": step, "eval": evaluated})
             if last or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint = save_checkpoint(
@@ -396,16 +395,14 @@ def train(
                     model_config,
                     config.keep_checkpoints,
                 )
-                last_saved = step
             if out_of_time:
-                bar.write(f"time limit of {config.time_limit_s:g} s reached at step {step}")
+                bar.write(
+                    f"time limit of {config.time_limit_s:g} s reached at step {step}",
+                    file=sys.stderr,
+                )
                 break
     finally:
         bar.close()
-    if last_saved != step and step > start:  # pragma: no cover - only reachable on odd configs
-        checkpoint = save_checkpoint(
-            out_dir, step, model, optimizer, logged, model_config, config.keep_checkpoints
-        )
     return {
         "step": step,
         "metrics": logged,

@@ -105,11 +105,13 @@ class Vocabulary:
         visual: str | None = None,
         audio: str | None = None,
         base: dict[str, Any] | None = None,
+        audio_spec: AudioTokenizerSpec | None = None,
     ) -> Vocabulary:
         """The vocabulary of every registered task and the chosen (or default) tokenizers.
 
         Built-in task tokens come first, then third-party ones, each group sorted by name, so
-        installing a plugin never moves a built-in id.
+        installing a plugin never moves a built-in id. ``audio_spec`` replaces the registered
+        audio tokenizer (e.g. one read from a checkpoint file).
         """
 
         def order(task: TaskSpec) -> tuple[bool, str]:
@@ -119,7 +121,7 @@ class Vocabulary:
         return cls(
             sorted(registry.tasks.values(), key=order),
             registry.tokenizer_for("visual", visual),
-            registry.tokenizer_for("audio", audio),
+            audio_spec or registry.tokenizer_for("audio", audio),
             base=base,
         )
 

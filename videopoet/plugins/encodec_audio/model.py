@@ -106,15 +106,15 @@ def parse_config(config: dict[str, Any]) -> EncodecConfig:
         cfg = EncodecConfig(**config)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = "tokenizer." + ".".join(str(p) for p in err["loc"])
+        field = "network." + ".".join(str(p) for p in err["loc"])
         raise ConfigError(field, err.get("input"), err["msg"]) from None
     if cfg.stored_levels is not None and cfg.stored_levels < cfg.levels:
         raise ConfigError(
-            "tokenizer.levels", cfg.levels, f"at most stored_levels={cfg.stored_levels}"
+            "network.levels", cfg.levels, f"at most stored_levels={cfg.stored_levels}"
         )
     if abs(cfg.frame_rate - round(cfg.frame_rate)) > 1e-9:
         raise ConfigError(
-            "tokenizer.ratios",
+            "network.ratios",
             list(cfg.ratios),
             f"a product dividing sample_rate={cfg.sample_rate} (whole frames per second)",
         )
@@ -220,18 +220,10 @@ class EncodecTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ training
 
-    def forward(self, wav: torch.Tensor, quantize: bool = True) -> AudioForward:
-        """One differentiable pass; in train mode the codebooks follow their EMA updates.
-
-        ``quantize=False`` bypasses the quantizer (a plain autoencoder pass, no codes): the
-        warm-up of short runs, so the codebooks are k-means-initialised on embeddings that
-        already carry the signal rather than on an untrained encoder's near-constant output.
-        """
+    def forward(self, wav: torch.Tensor) -> AudioForward:
+        """One differentiable pass; in train mode the codebooks follow their EMA updates."""
         target = self.frame(wav)
         emb = self.codec.encoder(target)
-        if not quantize:
-            recon = self.codec.decoder(emb)[..., : target.shape[-1]]
-            return AudioForward(recon, target, torch.empty(0, dtype=torch.long), emb.new_zeros(()))
         quantized, codes, losses = self.codec.quantizer.vq(emb, n_q=self.levels)
         recon = self.codec.decoder(quantized)[..., : target.shape[-1]]
         return AudioForward(recon, target, codes.transpose(0, 1), losses.mean())
