@@ -68,11 +68,23 @@ def test_sdpa_and_flex_agree_on_cpu(prefix, masked):
 
 @pytest.mark.slow
 def test_compiled_flex_inference_on_cpu_agrees():
-    q, k, v = _qkv(length=40)
+    q, k, v = _qkv(length=256)  # whole 128-blocks: the only lengths compiled on CPU
+    key_mask = torch.ones(2, 256, dtype=torch.bool)
+    key_mask[0, 5:9] = False
     with torch.no_grad():
-        ref = attend(q, k, v, 11, backend="sdpa")
-        out = attend(q, k, v, 11, backend="flex", compile_flex=True)
+        ref = attend(q, k, v, 77, key_mask, backend="sdpa")
+        out = attend(q, k, v, 77, key_mask, backend="flex", compile_flex=True)
     assert (ref - out).abs().max() < TOL
+
+
+def test_compiled_flex_with_a_partial_block_on_cpu_runs_eagerly(monkeypatch, caplog):
+    attention._warn_once.cache_clear()
+    monkeypatch.setattr(attention, "_compiled_flex", lambda: pytest.fail("compiled"))
+    q, k, v = _qkv(length=40)
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="videopoet.core.attention"):
+        out = attend(q, k, v, 11, backend="flex", compile_flex=True)
+    assert "eagerly" in caplog.text
+    assert (attend(q, k, v, 11, backend="sdpa") - out).abs().max() < TOL
 
 
 def test_flex_training_on_cpu_falls_back_to_sdpa(caplog):

@@ -14,6 +14,8 @@ Backends, all exact (they differ in speed and where they run):
     fully masked blocks are skipped. Compiled on CUDA. On CPU, torch 2.9.1 compiles the forward
     only (the compiled backward fails), so a CPU forward that needs gradients falls back to
     ``sdpa`` with a log line; CPU inference runs it compiled (``compile=True``) or eagerly.
+    For a length that is not a multiple of 128 (a partial block) the compiled CPU kernel
+    returns wrong rows (NaN seen, not every compile), so then it runs eagerly, with a log line.
 ``xformers``
     ``xformers.ops.memory_efficient_attention`` (CUDA only: no CPU kernels). xformers has no
     prefix-LM bias class, so an exact pass is two calls: the prefix queries over the prefix keys
@@ -134,6 +136,9 @@ def _sdpa(q, k, v, prefix_length, key_mask):
 # --------------------------------------------------------------------------- flex
 
 
+_FLEX_BLOCK = 128  # FlexAttention's default block size
+
+
 @functools.cache
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
@@ -160,6 +165,13 @@ def _flex(q, k, v, prefix_length, key_mask, compile_flex):
     block_mask = create_block_mask(
         mask_mod, batch if valid is not None else None, None, length, length, device=q.device
     )
+    if compile_flex and q.device.type == "cpu" and length % _FLEX_BLOCK:
+        # torch 2.9.1's compiled CPU kernel returns wrong rows (even NaN) for a partial block
+        _warn_once(
+            f"compiled FlexAttention on CPU is wrong for lengths that are not a multiple of "
+            f"{_FLEX_BLOCK}: running it eagerly"
+        )
+        compile_flex = False
     if compile_flex:
         return _compiled_flex()(q, k, v, block_mask=block_mask)
     with warnings.catch_warnings():
