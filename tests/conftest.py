@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from videopoet.core.declarations import AudioTokenizerSpec, VisualTokenizerSpec
 from videopoet.core.plugins import get_registry
@@ -27,3 +28,12 @@ def tiny_vocab(registry):
         VisualTokenizerSpec(name="tiny_visual", codebook_bits=6),
         AudioTokenizerSpec(name="tiny_audio", levels=2, codebook_size=16),
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and two threads on a busy machine stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

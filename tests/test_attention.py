@@ -17,13 +17,7 @@ from videopoet.core.model import ModelConfig, PrefixLM
 TOL = 1e-5  # float32, same math in another order
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and two threads on a busy machine stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _qkv(batch=2, heads=3, length=37, dim=16, seed=0):

@@ -14,13 +14,7 @@ from videopoet.sequences.layout import build_layout
 FORMAT = Format(frames=5, height=16, width=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and two threads on a busy machine stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CACHE_TOL = 1e-4  # float32 logits, KV cache vs full recomputation (seen: ~1e-6)

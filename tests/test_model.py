@@ -14,14 +14,7 @@ from videopoet.core.errors import ConfigError, VocabularyError
 from videopoet.core.model import ModelConfig, PrefixLM, linear_cross_entropy
 from videopoet.core.vocabulary import Vocabulary
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and two threads on a busy machine stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
