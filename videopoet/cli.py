@@ -120,25 +120,11 @@ def cmd_layout(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     print("== installed plugins")
-    cmd_plugins(argparse.Namespace(json=False))
+    cmd_plugins(build_parser().parse_args(["plugins"]))
     print("\n== tasks")
-    cmd_tasks(argparse.Namespace(json=False))
+    cmd_tasks(build_parser().parse_args(["tasks"]))
     print("\n== layout of text-to-video")
-    return cmd_layout(
-        argparse.Namespace(
-            task="t2v",
-            frames=17,
-            height=128,
-            width=128,
-            text_tokens=64,
-            input_frames=None,
-            audio_seconds=None,
-            any_format=False,
-            json=False,
-            visual_tokenizer=None,
-            audio_tokenizer=None,
-        )
-    )
+    return cmd_layout(build_parser().parse_args(["layout", "t2v"]))
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
