@@ -23,12 +23,12 @@ import json
 import time
 
 import torch
+from _lm_setup import add_model_args, build_model  # a sibling module of these scripts
 
 from videopoet.core.declarations import Format
 from videopoet.core.generation import generate
-from videopoet.core.model import ModelConfig, PrefixLM
+from videopoet.core.model import PrefixLM
 from videopoet.core.plugins import get_registry
-from videopoet.core.vocabulary import Vocabulary
 from videopoet.sequences.layout import build_layout
 
 
@@ -80,42 +80,17 @@ def hf_llama(model: PrefixLM):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--width", type=int, default=384)
-    parser.add_argument("--heads", type=int, default=6)
+    add_model_args(parser, layers=8, width=384, heads=6)
     parser.add_argument("--recompute-samples", type=int, default=16)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads for all three (0: all cores). One by default: on a shared "
-        "machine a second thread that gets preempted stalls every parallel op.",
-    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads or torch.get_num_threads())
-    torch.manual_seed(0)
-
+    model, config, vocab = build_model(args)
+    model.eval()
+    params = model.num_parameters()
     registry = get_registry()
-    vocab = Vocabulary.from_registry(registry)
     task = registry.task("t2v")
     layout = build_layout(task, vocab, Format(frames=17, height=128, width=128))
     prefix, target = layout.prefix_length, layout.target_length
-    config = ModelConfig.preset(
-        "small",
-        vocab_size=vocab.size,
-        d_model=args.width,
-        n_layers=args.layers,
-        n_heads=args.heads,
-        attention="sdpa",
-    )
-    model = PrefixLM(config).eval()
-    params = model.num_parameters()
     text = torch.randn(1, layout.text_span.length, config.text_dim)
-    print(
-        f"model: {params / 1e6:.1f}M parameters ({config.n_layers} layers, d_model "
-        f"{config.d_model}, {config.n_heads} heads, vocabulary {vocab.size:,}); "
-        f"threads {torch.get_num_threads()}"
-    )
     print(f"sequence: prefix {prefix} (64 text slots), target {target} tokens (1,280 visual)")
 
     # (a) KV cache

@@ -22,11 +22,11 @@ import json
 import time
 
 import torch
+from _lm_setup import add_model_args, build_model  # a sibling module of these scripts
 
 from videopoet.core.declarations import Format
-from videopoet.core.model import ModelConfig, PrefixLM
+from videopoet.core.model import ModelConfig
 from videopoet.core.plugins import get_registry
-from videopoet.core.vocabulary import Vocabulary
 from videopoet.sequences.layout import build_layout
 
 
@@ -83,45 +83,20 @@ def model_flops(config: ModelConfig, batch: list[dict]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
+    add_model_args(parser, layers=4, width=256, heads=4)
     parser.add_argument("--tasks", default="t2v,v2a", help="one micro-batch per task")
     parser.add_argument("--steps", type=int, default=1, help="timed steps after one warm-up")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (0: all cores). One by default: on a shared machine a second "
-        "thread that gets preempted stalls every parallel op; peak and model use the same.",
-    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads or torch.get_num_threads())
-    torch.manual_seed(0)
     dtype = torch.float32
-
+    model, config, vocab = build_model(args)
+    model.train()
     registry = get_registry()
-    vocab = Vocabulary.from_registry(registry)
-    config = ModelConfig.preset(
-        "small",
-        vocab_size=vocab.size,
-        d_model=args.width,
-        n_layers=args.layers,
-        n_heads=args.heads,
-        attention="sdpa",
-    )
-    model = PrefixLM(config).train()
     params = model.num_parameters()
     tasks = args.tasks.split(",")
     batch = mixed_batch(registry, vocab, config.text_dim, torch.Generator().manual_seed(0), tasks)
     tokens = sum(e["tokens"].numel() for e in batch)
     flops = model_flops(config, batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, foreach=True)
-    print(
-        f"model: {params / 1e6:.1f}M parameters ({config.n_layers} layers, d_model "
-        f"{config.d_model}, vocabulary {vocab.size:,}), {dtype}, threads "
-        f"{torch.get_num_threads()}"
-    )
     print(
         "batch: "
         + ", ".join(f"{n} L={e['tokens'].shape[1]}" for n, e in zip(tasks, batch, strict=True))
