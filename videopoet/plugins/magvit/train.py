@@ -1,10 +1,12 @@
 """Training adapter of the MAGVIT tokenizer for :mod:`videopoet.core.tokenizer_training`.
 
-Images and videos are trained jointly: each step draws either a batch of 1-frame clips
-(``data.image_fraction`` of the steps) or a batch of ``data.frames``-frame clips, chosen by
-the step number so a resumed run sees the same batches. Held-out evaluation reports PSNR,
-the PSNR of the trivial baseline (every pixel the clip's mean colour), codebook usage (share
-of the ``2^K`` codes seen) and the perplexity of the used ids.
+The data is the built-in synthetic world (:mod:`videopoet.data.world`). Images and videos are
+trained jointly: each step draws either a batch of 1-frame clips (``data.image_fraction`` of
+the steps) or a batch of ``data.frames``-frame clips, chosen by the step number so a resumed
+run sees the same batches. Held-out evaluation (world indices from ``EVAL_OFFSET``) reports
+PSNR, the PSNR of the trivial baseline (every pixel its frame's mean colour), codebook usage
+(share of the ``2^K`` codes seen), the perplexity of the used ids and the per-bit entropy
+(the lowest and the mean over the ``K`` bits, in bits: 1 is a fair coin, 0 a dead bit).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from videopoet.core.errors import ConfigError
 from videopoet.core.tokenizer_training import validate_section
 from videopoet.core.training import TrainConfig
-from videopoet.data.shapes import EVAL_OFFSET, ShapesConfig, make_batch
+from videopoet.data.world import EVAL_OFFSET, WorldConfig, make_batch
 from videopoet.plugins.magvit.losses import (
     FrameCritic,
     LossConfig,
@@ -28,24 +31,43 @@ from videopoet.plugins.magvit.losses import (
     tokenizer_losses,
 )
 
-DATASETS = ("shapes",)
+DATASETS = ("world",)
+
+
+class MagvitDataConfig(WorldConfig):
+    """The ``data:`` section: the world's settings plus the clip format and the eval set."""
+
+    frames: int = Field(5, ge=1)
+    height: int = Field(64, ge=8)
+    width: int = Field(64, ge=8)
+    image_fraction: float = Field(0.25, ge=0, le=1, description="share of 1-frame batches")
+    eval_clips: int = Field(16, ge=1)
+
+    def world(self) -> WorldConfig:
+        return WorldConfig(**self.model_dump(include=set(WorldConfig.model_fields)))
 
 
 def codebook_stats(ids: torch.Tensor, codebook_size: int) -> dict[str, float]:
     """Usage (share of codes seen) and perplexity (exp of the id histogram's entropy)."""
-    counts = torch.bincount(ids.flatten().cpu(), minlength=codebook_size).float()
+    flat = ids.flatten().cpu()
+    counts = torch.bincount(flat, minlength=codebook_size).float()
     prob = counts / counts.sum()
     nz = prob[prob > 0]
+    bits = codebook_size.bit_length() - 1
+    ones = ((flat.unsqueeze(-1) >> torch.arange(bits)) & 1).double().mean(0).clamp(1e-12, 1 - 1e-12)
+    bit_entropy = -(ones * ones.log2() + (1 - ones) * (1 - ones).log2())
     return {
         "codebook_usage": float((counts > 0).float().mean()),
         "codes_used": float((counts > 0).sum()),
         "perplexity": float(torch.exp(-(nz * nz.log()).sum())),
+        "bit_entropy_min": float(bit_entropy.min()),
+        "bit_entropy_mean": float(bit_entropy.mean()),
     }
 
 
 class MagvitTrainingAdapter:
     def __init__(self, tokenizer: Any, data: dict, loss: dict, train: TrainConfig) -> None:
-        self.data = validate_section(ShapesConfig, data, "data")
+        self.data = validate_section(MagvitDataConfig, data, "data")
         if self.data.dataset not in DATASETS:
             raise ConfigError("data.dataset", self.data.dataset, f"one of {', '.join(DATASETS)}")
         try:
@@ -68,7 +90,7 @@ class MagvitTrainingAdapter:
         image = rng.random() < d.image_fraction
         n = self.train_config.batch_size
         indices = [step * n + i for i in range(n)]
-        video = make_batch(indices, 1 if image else d.frames, d.height, d.width, d)
+        video = make_batch(indices, 1 if image else d.frames, d.height, d.width, d.world())
         return {"video": video, "step": step}
 
     def loss_fn(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -78,7 +100,7 @@ class MagvitTrainingAdapter:
         if self._eval_videos is None:
             d = self.data
             indices = [EVAL_OFFSET + i for i in range(d.eval_clips)]
-            self._eval_videos = make_batch(indices, d.frames, d.height, d.width, d)
+            self._eval_videos = make_batch(indices, d.frames, d.height, d.width, d.world())
         return self._eval_videos
 
     def eval_fn(self, model: torch.nn.Module) -> dict[str, float]:
@@ -93,7 +115,8 @@ class MagvitTrainingAdapter:
 
 @torch.no_grad()
 def evaluate(tokenizer: Any, videos: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
-    """Held-out figures: PSNR through encode → decode, baseline PSNR, codebook statistics."""
+    """Held-out figures: PSNR through encode → decode, baseline PSNR (each frame its mean
+    colour), codebook statistics."""
     was_training = tokenizer.training
     tokenizer.eval()
     device = tokenizer.device
@@ -104,7 +127,7 @@ def evaluate(tokenizer: Any, videos: torch.Tensor, batch_size: int = 8) -> dict[
         ids = tokenizer.encode(chunk)
         recon = tokenizer.decode(ids, shape)
         scores.append(psnr(chunk, recon))
-        mean = chunk.float().mean(dim=(2, 3, 4), keepdim=True).expand_as(chunk)
+        mean = chunk.float().mean(dim=(3, 4), keepdim=True).expand_as(chunk)
         baseline.append(psnr(chunk, mean))
         all_ids.append(ids)
     tokenizer.train(was_training)
