@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from videopoet.core.errors import ConfigError
-from videopoet.data.shapes import ShapesConfig, ShapesDataset, make_clip
+from videopoet.core.training import TrainConfig
+from videopoet.data.world import EVAL_OFFSET, WorldConfig, make_batch
 from videopoet.plugins.magvit import SPEC, TINY_SPEC
 from videopoet.plugins.magvit.commit import (
     apply_mask,
@@ -150,6 +151,38 @@ def test_image_is_the_first_frame_of_a_video(tok):
     assert torch.equal(tok.encode(video)[:, :4], tok.encode(video[:, :, :1]))
 
 
+def test_one_frame_image_path(tok):
+    """A (B, 3, 1, H, W) image is one latent frame; it is latent frame 0 of any video that
+    starts with it (frame 0 alone feeds latent frame 0), both ways through the network."""
+    batch, height, width = 2, 32, 48
+    video = clip(batch, 9, height, width, seed=4)  # latent (3, 4, 6)
+    image = video[:, :, :1].clone()
+    latent = tok.latent_shape(1, height, width)
+    assert latent == (1, height // 8, width // 8)
+    ids = tok.encode(image)
+    per_frame = latent[1] * latent[2]
+    assert ids.shape == (batch, per_frame) and ids.dtype == torch.int64
+    assert len(torch.unique(ids)) > 1  # a real image, not one constant code
+    decoded = tok.decode(ids, latent)
+    assert decoded.shape == (batch, 3, 1, height, width) and decoded.abs().max() <= 1
+    # encoder causality: the image's ids are the video's latent frame 0, and only that
+    video_ids = tok.encode(video)
+    assert video_ids.shape == (batch, 3 * per_frame)
+    assert torch.equal(video_ids[:, :per_frame], ids)
+    assert not torch.equal(video_ids[:, per_frame : 2 * per_frame], ids)
+    torch.testing.assert_close(
+        tok.encode_latents(video)[:, :, :1], tok.encode_latents(image), rtol=1e-5, atol=1e-5
+    )
+    # a different first frame gives different ids (the equality above is not vacuous)
+    other = video.clone()
+    other[:, :, :1] = clip(batch, 1, height, width, seed=5)
+    assert not torch.equal(tok.encode(other)[:, :per_frame], ids)
+    # decoder causality: decoding the image's ids is frame 0 of decoding the video's ids
+    video_decoded = tok.decode(video_ids, tok.latent_shape(9, height, width))
+    assert video_decoded.shape == video.shape
+    torch.testing.assert_close(video_decoded[:, :, :1], decoded, rtol=1e-5, atol=1e-5)
+
+
 def test_save_and_load(tok, tmp_path):
     tok.save_pretrained(tmp_path / "tok")
     config = json.loads((tmp_path / "tok" / "config.json").read_text())
@@ -190,7 +223,7 @@ def test_training_step_reduces_loss():
 
     torch.manual_seed(0)
     model = TINY_SPEC.factory(**MICRO).train()
-    video = torch.stack([make_clip(i, 5, 16, 16) for i in range(4)])
+    video = make_batch(list(range(4)), 5, 16, 16)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
     for _ in range(15):
@@ -264,17 +297,21 @@ def test_commit_encoding_hides_masked_pixels(tok, kind):
 # ------------------------------------------------------------------------------ data
 
 
-def test_shapes_dataset_is_deterministic_and_in_range():
-    a, b = make_clip(7, 5, 32, 48), make_clip(7, 5, 32, 48)
-    assert torch.equal(a, b) and a.shape == (3, 5, 32, 48)
-    assert a.min() >= -1 and a.max() <= 1
-    assert not torch.equal(a, make_clip(8, 5, 32, 48))
-    assert not torch.equal(a[:, 0], a[:, 4])  # things move
-    train = ShapesDataset(ShapesConfig(frames=5, height=32, width=32), 4)
-    held_out = ShapesDataset(ShapesConfig(frames=5, height=32, width=32), 4, split="eval")
-    assert not torch.equal(train[0], held_out[0])
-    with pytest.raises(ConfigError, match="split"):
-        ShapesDataset(ShapesConfig(), 4, split="test")
+def test_training_data_comes_from_the_world_and_holds_out_its_eval_split():
+    from videopoet.plugins.magvit.train import MagvitTrainingAdapter
+
+    train = TrainConfig(batch_size=2, progress=False)
+    data = {"frames": 5, "height": 16, "width": 16, "eval_clips": 2, "image_fraction": 0.5}
+    adapter = MagvitTrainingAdapter(TINY_SPEC.factory(**MICRO), data, {}, train)
+    first, again = adapter.batches(3), adapter.batches(3)
+    assert torch.equal(first["video"], again["video"])  # a resumed run sees the same batch
+    assert first["video"].shape[2] in (1, 5) and first["video"].shape[0] == 2
+    frames = {adapter.batches(s)["video"].shape[2] for s in range(20)}
+    assert frames == {1, 5}  # images and clips are both drawn
+    held_out = make_batch([EVAL_OFFSET, EVAL_OFFSET + 1], 5, 16, 16, WorldConfig())
+    assert torch.equal(adapter.eval_videos(), held_out)
+    with pytest.raises(ConfigError, match="data.dataset"):
+        MagvitTrainingAdapter(TINY_SPEC.factory(**MICRO), {"dataset": "shapes"}, {}, train)
 
 
 # ------------------------------------------------------------------------------ train-tokenizer
@@ -326,11 +363,9 @@ def test_short_training_run_learns(tmp_path):
     """~1 minute of the tiny config at 32×32 through the module's CLI: held-out PSNR rises well
     above the untrained network's and codes are in use. (Beating the mean-colour baseline takes
     the full run of configs/tokenizer/magvit2_tiny.yaml; its figures are in the notes.)"""
-    from videopoet.data.shapes import EVAL_OFFSET, make_batch
     from videopoet.plugins.magvit.train import evaluate
 
-    data = ShapesConfig(frames=5, height=32, width=32)
-    held_out = make_batch([EVAL_OFFSET + i for i in range(8)], 5, 32, 32, data)
+    held_out = make_batch([EVAL_OFFSET + i for i in range(8)], 5, 32, 32)
     torch.manual_seed(0)
     untrained = evaluate(TINY_SPEC.factory(), held_out)
     command = [

@@ -249,3 +249,16 @@ def test_real_speech_and_music_read_at_16khz():
     music = read_audio(samples.sample("music/loop_amen.flac"), SR)
     assert abs(music.shape[-1] / SR - 1.753) < 0.01  # 44.1 kHz stereo in, 16 kHz mono out
     assert np.isfinite(music.numpy()).all() and music.abs().max() <= 1.0
+
+
+def test_written_media_follow_the_umask(tmp_path):
+    import os
+
+    from videopoet.data.media import write_wav
+
+    old = os.umask(0o022)
+    try:
+        path = write_wav(tmp_path / "a.wav", torch.zeros(1, 160))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

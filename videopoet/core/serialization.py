@@ -1,4 +1,8 @@
-"""Weights on disk: safetensors beside a JSON config, written atomically; nothing unpickles."""
+"""Weights on disk: safetensors beside a JSON config, written atomically; nothing unpickles.
+
+Files and directories written here get the permissions the process umask gives (0644 / 0755
+under the usual 022), not the 0600 / 0700 of the :mod:`tempfile` names they are written under.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,24 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def umask_mode(directory: bool = False) -> int:
+    """The mode ``open()`` / ``mkdir()`` would give a new file (or directory) under the umask.
+
+    ``tempfile.mkstemp`` / ``mkdtemp`` create 0600 / 0700 whatever the umask; a file renamed
+    into place from them gets this mode instead, so other users read results as they expect.
+    """
+    mask = os.umask(0)  # the only portable way to read the umask before Python 3.13
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: never a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
@@ -55,6 +71,7 @@ def save_tensors(
     try:
         plain = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
         save_file(plain, tmp, metadata={k: str(v) for k, v in (meta or {}).items()})
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -23,6 +23,12 @@ returning an object with the attributes of :class:`TrainingAdapter`: the module 
 checkpoint, and ``finish(model, out_dir)`` that writes the final pretrained tokenizer and
 returns extra figures for the result. :func:`validate_section` turns a raw section into a
 pydantic model with errors named by path; adapters use it for ``data`` and ``loss``.
+
+Same config, same run: everything is seeded from ``train.seed`` before the network is built.
+The whole config is recorded in ``out_dir/train_config.json``; resuming with another
+``tokenizer``, ``network``, ``data`` or ``loss`` (or learning rate ...) is a :class:`ConfigError`
+naming the fields, checked before anything is built (``train.allow_config_change=true``
+accepts the change; see :mod:`videopoet.core.training`).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from videopoet.core.errors import ConfigError
-from videopoet.core.training import TrainConfig, train
+from videopoet.core.training import TrainConfig, check_resume_config, prepare_run, train
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -115,6 +121,11 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
     spec = get_registry().tokenizer(config.tokenizer)
     if spec.factory is None:
         raise ConfigError("tokenizer", config.tokenizer, "a tokenizer that declares a factory")
+    # Recorded in train_config.json beside ``train``; checked first, so resuming with another
+    # network or data fails here and not in a size mismatch after the data is loaded.
+    run_config = config.model_dump(mode="json", exclude={"train"})
+    check_resume_config(train_config, run_config)
+    prepare_run(train_config)  # the network's initial weights come from train.seed
     network = spec.factory(**config.network)
     make_adapter = getattr(network, "training_adapter", None)
     if make_adapter is None:
@@ -124,9 +135,6 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
     adapter = make_adapter(config.data, config.loss, train_config)
     out_dir = Path(train_config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from videopoet.core.serialization import save_json
-
-    save_json(out_dir / "train_config.json", config.model_dump(mode="json"))
     result = train(
         adapter.model,
         adapter.loss_fn,
@@ -134,6 +142,7 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
         train_config,
         eval_fn=getattr(adapter, "eval_fn", None),
         model_config=adapter.model_config,
+        run_config=run_config,
     )
     result.update(adapter.finish(adapter.model, out_dir))
     return result

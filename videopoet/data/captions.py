@@ -5,8 +5,8 @@ background, in one of several sentence frames with synonyms for shapes, verbs an
 background phrase, so text conditioning has to read the words rather than look a sentence up::
 
     caption := subject motion-phrase background-phrase [distractor-phrase]
-             | "on a" background "background, " subject motion-phrase
-    subject := "a"|"an" colour shape-word          (shape-word: square|box, circle|ball|disc, triangle)
+             | background-phrase "," subject motion-phrase
+    subject := "a"|"an" colour shape-word   (shape-word: square|box, circle|ball|disc, triangle)
     motion  := left: "moves left" | "slides to the left" | "drifts leftward" | "travels left" ...
 
 Colour words are exactly the names in :data:`videopoet.data.world.COLORS` (the analyser's

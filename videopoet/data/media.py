@@ -34,6 +34,7 @@ import torch
 
 from videopoet.core.declarations import FPS, Format
 from videopoet.core.errors import ConfigError, VideoPoetError
+from videopoet.core.serialization import umask_mode
 
 SAMPLE_RATE = 16_000  #: the audio tokenizer's rate (paper 3.1)
 Problem = Literal["missing", "corrupt", "no_video", "no_audio", "too_short"]
@@ -364,6 +365,7 @@ def _atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, umask_mode())  # mkstemp's 0600 would hide the output from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

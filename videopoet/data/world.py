@@ -177,12 +177,14 @@ def _trajectory(motion: str, frames: int, width: int, height: int, size: float, 
         lo, hi = (lo_x, hi_x) if horizontal else (lo_y, hi_y)
         speed = min(SPEED * unit, (hi - lo) / steps)
         travel = speed * steps
-        start = rng.uniform(lo, hi - travel)
+        start = rng.uniform(lo, max(lo, hi - travel))  # speed * steps may pass hi by 1 ulp
         along = start + speed * t
         if motion in ("left", "up"):
             along = lo + hi - along
         across = rng.uniform(lo_y, hi_y) if horizontal else rng.uniform(lo_x, hi_x)
-        xs, ys = (along, np.full(frames, across)) if horizontal else (np.full(frames, across), along)
+        xs, ys = (
+            (along, np.full(frames, across)) if horizontal else (np.full(frames, across), along)
+        )
     elif motion == "bouncing":
         floor = rng.uniform(lo_y + 0.6 * (hi_y - lo_y), hi_y)
         height_px = min(0.35 * unit, floor - lo_y)
@@ -250,7 +252,7 @@ def sample(
     width: int = 64,
     config: WorldConfig | None = None,
 ) -> WorldSample:
-    """Sample ``index`` of the world seeded ``config.seed``, drawn at ``frames x height x width``."""
+    """Sample ``index`` of the world seeded ``config.seed``, drawn at frames x height x width."""
     cfg = config or WorldConfig()
     if frames < 1 or height < 8 or width < 8:
         raise ConfigError("format", (frames, height, width), "frames >= 1 and H, W >= 8 pixels")
@@ -360,9 +362,7 @@ def audio_batch(
     cfg = config or WorldConfig()
     frames = max(1, math.ceil(seconds * cfg.fps))
     samples = round(seconds * cfg.sample_rate)
-    return torch.stack(
-        [sample(i, frames, height, width, cfg).audio[:, :samples] for i in indices]
-    )
+    return torch.stack([sample(i, frames, height, width, cfg).audio[:, :samples] for i in indices])
 
 
 def structure_clip(item: WorldSample, flow_scale: float | None = None) -> torch.Tensor:
