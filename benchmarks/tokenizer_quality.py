@@ -39,7 +39,9 @@ def _format(text: str) -> tuple[int, int, int]:
     try:
         frames, height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"error: --format={text!r}: expected FRAMESxHEIGHTxWIDTH, e.g. 17x64x64")
+        raise SystemExit(
+            f"error: --format={text!r}: expected FRAMESxHEIGHTxWIDTH, e.g. 17x64x64"
+        ) from None
     return frames, height, width
 
 
