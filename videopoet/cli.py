@@ -135,6 +135,31 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world(args: argparse.Namespace) -> int:
+    from videopoet.core.declarations import parse_format
+    from videopoet.core.errors import ConfigError
+    from videopoet.data import world
+    from videopoet.data.world_files import write_sample
+
+    sizes = (args.frames, args.height, args.width)
+    if args.format is not None:
+        if any(v is not None for v in sizes):
+            raise ConfigError("format", args.format, "either --format or --frames/--height/--width")
+        fmt = parse_format(args.format)
+        sizes = (fmt.frames, fmt.height, fmt.width)
+    frames, height, width = (
+        v if v is not None else d for v, d in zip(sizes, (17, 64, 64), strict=True)
+    )
+    item = world.sample(args.index, frames, height, width, world.WorldConfig(seed=args.seed))
+    record = write_sample(item, args.out, args.seed)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"wrote {', '.join(record['files'])} to {args.out}")
+        print(f"caption: {record['caption']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videopoet", description="VideoPoet: a prefix LM for zero-shot video generation."
@@ -171,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on the built-in synthetic world")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("world", help="write one sample of the built-in synthetic world as files")
+    p.add_argument("--seed", type=int, default=0, help="the world's seed")
+    p.add_argument("--index", type=int, default=0, help="sample index (held out from 1e9 on)")
+    p.add_argument("--frames", type=int, default=None, help="default 17")
+    p.add_argument("--height", type=int, default=None, help="default 64")
+    p.add_argument("--width", type=int, default=None, help="default 64")
+    p.add_argument("--format", default=None, help="FRAMESxHEIGHTxWIDTH instead, e.g. 17x64x64")
+    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--json", action="store_true", help="print sample.json")
+    p.set_defaults(func=cmd_world)
 
     p = sub.add_parser("train-tokenizer", help="train a visual or audio tokenizer from YAML")
     p.add_argument("config", help="YAML config (see configs/tokenizer/)")
