@@ -109,7 +109,7 @@ def test_bad_video_is_a_clear_error(tok, video, field):
 
 def test_bad_ids_are_a_clear_error(tok):
     with pytest.raises(ConfigError, match="ids.values"):
-        tok.decode(torch.full((1, 12), 256), (2, 2, 3))
+        tok.decode(torch.full((1, 12), 2**TINY_SPEC.codebook_bits), (2, 2, 3))
     with pytest.raises(ConfigError, match="ids.values"):
         tok.decode(torch.full((1, 12), -1), (2, 2, 3))
     with pytest.raises(ConfigError, match="ids.shape"):
@@ -186,7 +186,7 @@ def test_one_frame_image_path(tok):
 def test_save_and_load(tok, tmp_path):
     tok.save_pretrained(tmp_path / "tok")
     config = json.loads((tmp_path / "tok" / "config.json").read_text())
-    assert config["codebook_bits"] == 8 and config["name"] == "magvit2_tiny"
+    assert config["codebook_bits"] == 10 and config["name"] == "magvit2_tiny"
     loaded = MagvitTokenizer.from_pretrained(tmp_path / "tok")
     video = clip(2, 5, 16, 16)
     assert torch.equal(loaded.encode(video), tok.encode(video))

@@ -79,8 +79,8 @@ class WorldConfig(BaseModel):
     shapes: tuple[str, ...] = SHAPES
     motions: tuple[str, ...] = MOTIONS
     max_distractors: int = Field(2, ge=0, le=4)
-    min_size: float = Field(0.20, gt=0, le=0.5, description="main object sqrt(area) / min(H, W)")
-    max_size: float = Field(0.28, gt=0, le=0.5)
+    min_size: float = Field(0.20, gt=0, le=0.35, description="main object sqrt(area) / min(H, W)")
+    max_size: float = Field(0.28, gt=0, le=0.35, description="larger would not fit when growing")
     shading: float = Field(0.03, ge=0, le=0.2, description="background top-to-bottom shading")
     fps: int = Field(FPS, ge=1)
     sample_rate: int = Field(SAMPLE_RATE, ge=1000)

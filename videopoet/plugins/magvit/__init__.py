@@ -4,10 +4,15 @@ This module is the plugin: it declares the tokenizer's geometry. The network liv
 submodules and is imported only when ``factory`` is called.
 
 Two tokenizers are declared: ``magvit2`` (the paper's 2^18 codes, an ~18 M-parameter network
-that still runs on a CPU) and ``magvit2_tiny`` (2^8 codes, a ~0.8 M-parameter network) for
-tests and tiny end-to-end models. The factory fills in the network's ``codebook_bits`` from the
-declaration (a config that names other bits is an error: the vocabulary is sized from it) and
-the spec's name, so a saved network records which declaration it belongs to.
+that still runs on a CPU) and ``magvit2_tiny`` (2^10 codes, a network of ~0.8 M parameters
+by default, ~3.2 M as trained on the world) for tests and tiny end-to-end models. Ten bits,
+not eight: an 8×8 patch of the world at 64×64 usually holds an edge of the main object, so its
+code must carry the object's colour (3 bits of the palette) and the edge's place and motion;
+8 bits left the decoder guessing the colour (see docs/tokenizers.md).
+
+The factory fills in the network's ``codebook_bits`` from the declaration (a config that names
+other bits is an error: the vocabulary is sized from it) and the spec's name, so a saved
+network records which declaration it belongs to.
 """
 
 from __future__ import annotations
@@ -45,11 +50,11 @@ SPEC = VisualTokenizerSpec(
 
 TINY_SPEC = VisualTokenizerSpec(
     name="magvit2_tiny",
-    description="tiny MAGVIT-v2-style tokenizer for tests and tiny models, LFQ with 2^8 codes",
-    codebook_bits=8,
+    description="tiny MAGVIT-v2-style tokenizer for tests and tiny models, LFQ with 2^10 codes",
+    codebook_bits=10,
     temporal_factor=4,
     spatial_factor=8,
-    factory=_factory("magvit2_tiny", 8, TINY_NETWORK),
+    factory=_factory("magvit2_tiny", 10, TINY_NETWORK),
 )
 
 
