@@ -3,6 +3,8 @@
     python benchmarks/tokenizer_quality.py [--clips 64] [--format 17x64x64]
         [--visual checkpoints/magvit2_tiny_world] [--audio checkpoints/encodec16k_tiny_world]
 
+(``--visual none`` or ``--audio none`` leaves one out.)
+
 Held-out world samples (indices from ``world.EVAL_OFFSET``) go through encode → decode, and
 the analyser (no pretrained network) reads the original and the reconstruction:
 
@@ -131,23 +133,29 @@ def main(argv: list[str] | None = None) -> int:
     from videopoet.plugins.encodec_audio.model import EncodecTokenizer
     from videopoet.plugins.magvit.model import MagvitTokenizer, build_tokenizer
 
+    for name in ("visual", "audio"):
+        path = getattr(args, name)
+        if path != "none" and not Path(path, "model.safetensors").is_file():
+            raise SystemExit(f"error: --{name}={path!r}: expected a tokenizer folder or 'none'")
     began = time.perf_counter()
     samples = [sample(EVAL_OFFSET + i, *fmt) for i in range(args.clips)]
-    visual = MagvitTokenizer.from_pretrained(args.visual)
-    audio = EncodecTokenizer.from_pretrained(args.audio)
+    trained: dict = {}
+    baseline: dict = {}
     torch.manual_seed(0)
-    untrained_visual = build_tokenizer(**visual.config_dict()).eval()
-    untrained_audio = EncodecTokenizer(audio.config).eval()
-    # an untrained EnCodec has empty codebooks until k-means runs on a first batch
-    untrained_audio.train()
-    untrained_audio(torch.stack([s.audio for s in samples[:8]]))
-    untrained_audio.eval()
-
-    trained = {**visual_figures(visual, samples, fmt), **audio_figures(audio, samples)}
-    baseline = {
-        **visual_figures(untrained_visual, samples, fmt),
-        **audio_figures(untrained_audio, samples),
-    }
+    if args.visual != "none":
+        visual = MagvitTokenizer.from_pretrained(args.visual)
+        untrained_visual = build_tokenizer(**visual.config_dict()).eval()
+        trained |= visual_figures(visual, samples, fmt)
+        baseline |= visual_figures(untrained_visual, samples, fmt)
+    if args.audio != "none":
+        audio = EncodecTokenizer.from_pretrained(args.audio)
+        untrained_audio = EncodecTokenizer(audio.config)
+        # an untrained EnCodec has empty codebooks until k-means runs on a first batch
+        untrained_audio.train()
+        untrained_audio(torch.stack([s.audio for s in samples[:8]]))
+        untrained_audio.eval()
+        trained |= audio_figures(audio, samples)
+        baseline |= audio_figures(untrained_audio, samples)
     print(
         f"{args.clips} held-out world clips at {args.format}, {time.perf_counter() - began:.0f} s"
     )
