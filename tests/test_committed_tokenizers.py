@@ -1,4 +1,4 @@
-"""The tokenizer committed under checkpoints/ loads and still reconstructs the world.
+"""The tokenizers committed under checkpoints/ load and still reconstruct the world.
 
 A quick version of ``benchmarks/tokenizer_quality.py`` on a few held-out clips: it fails if a
 committed file is damaged, if a code change breaks loading them, or if a change to the world,
@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from videopoet.data.world import EVAL_OFFSET, sample
+from videopoet.plugins.encodec_audio.model import EncodecTokenizer
 from videopoet.plugins.magvit import TINY_SPEC
 from videopoet.plugins.magvit.model import MagvitTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 VISUAL = ROOT / "checkpoints" / "magvit2_tiny_world"
+AUDIO = ROOT / "checkpoints" / "encodec16k_tiny_world"
 
 
 def _benchmark():
@@ -44,3 +46,13 @@ def test_committed_visual_tokenizer_reconstructs_held_out_clips(held_out):
     assert figures["visual_psnr"] >= figures["visual_baseline_psnr"] + 1.5, figures
     assert figures["visual_color_agreement"] >= 0.5, figures
     assert figures["visual_codebook_usage"] >= 0.05, figures
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_committed_audio_tokenizer_keeps_the_pitch(held_out):
+    tok = EncodecTokenizer.from_pretrained(AUDIO)
+    figures = _benchmark().audio_figures(tok, held_out)
+    # the model card's figures on 64 clips: pitch correlation 0.955, every code of both levels
+    assert figures["audio_pitch_corr"] >= 0.85, figures
+    assert figures["audio_codebook_usage"] >= 0.5, figures
+    assert figures["audio_spectral_distance"] < 4.0, figures

@@ -20,8 +20,10 @@ from videopoet.core.declarations import AudioTokenizerSpec
 from videopoet.core.errors import ConfigError
 from videopoet.core.hookspecs import hookimpl
 
-#: network defaults of the tiny declaration (the default one uses EncodecConfig's defaults)
-TINY_NETWORK = {"n_filters": 8, "dimension": 32, "lstm": 1}
+#: network defaults of the tiny declaration (the default one uses EncodecConfig's defaults);
+#: ``unit_gain``: without it a new network barely sees its input and its codebooks collapse
+#: (docs/audio-tokenizer.md)
+TINY_NETWORK = {"n_filters": 8, "dimension": 32, "lstm": 1, "init": "unit_gain"}
 
 
 def _factory(spec_name: str, defaults: dict[str, Any]) -> Any:

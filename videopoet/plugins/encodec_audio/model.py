@@ -19,7 +19,7 @@ import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -57,6 +57,13 @@ class EncodecConfig(BaseModel):
     kmeans_iters: int = Field(50, ge=1)
     decay: float = Field(0.99, gt=0, lt=1)
     threshold_ema_dead_code: int = Field(2, ge=0)
+    #: How a new network's convolutions start. ``encodec``: torch's defaults, as the package
+    #: builds them; each layer shrinks the signal (gain ~1/sqrt(3)) while the biases stay, so
+    #: at 50 Hz the input moves the latents by ~1 % of their offset and the decoder's output is
+    #: its biases' pattern (a 400 Hz tone). ``unit_gain``: zero biases and weights of variance
+    #: 1 / fan-in, so the signal keeps its scale through encoder and decoder
+    #: (:func:`unit_gain_init`). Irrelevant when weights are loaded.
+    init: Literal["encodec", "unit_gain"] = "encodec"
 
     @field_validator("ratios")
     @classmethod
@@ -190,8 +197,7 @@ class EncodecTokenizer(nn.Module):
     @torch.no_grad()
     def encode_codes(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, channels, samples) → codes (B, levels, frames), frames = samples // hop."""
-        wav = self.frame(wav).to(self._device)
-        emb = self.codec.encoder(wav)
+        emb = self.latents(self.frame(wav).to(self._device))
         codes = self.codec.quantizer.vq.encode(emb, n_q=self.levels)  # (levels, B, frames)
         return codes.transpose(0, 1).contiguous()
 
@@ -208,6 +214,11 @@ class EncodecTokenizer(nn.Module):
         emb = self.codec.quantizer.vq.decode(codes.to(self._device).transpose(0, 1))
         return self.codec.decoder(emb)
 
+    def latents(self, framed: torch.Tensor) -> torch.Tensor:
+        """What the quantizer sees: the encoder's output (B, dimension, frames) of a framed
+        waveform (:meth:`frame`)."""
+        return self.codec.encoder(framed)
+
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Waveform (B, 1, samples) in [-1, 1] → LongTensor (B, levels * frames), level-major
         local ids in [0, codebook_size); add each level's vocabulary offset to get token ids
@@ -223,7 +234,7 @@ class EncodecTokenizer(nn.Module):
     def forward(self, wav: torch.Tensor) -> AudioForward:
         """One differentiable pass; in train mode the codebooks follow their EMA updates."""
         target = self.frame(wav)
-        emb = self.codec.encoder(target)
+        emb = self.latents(target)
         quantized, codes, losses = self.codec.quantizer.vq(emb, n_q=self.levels)
         recon = self.codec.decoder(quantized)[..., : target.shape[-1]]
         return AudioForward(recon, target, codes.transpose(0, 1), losses.mean())
@@ -301,10 +312,39 @@ def _build_codec(cfg: EncodecConfig) -> nn.Module:
         name=cfg.name,
     )
     codec.set_target_bandwidth(cfg.bandwidth_kbps)
+    if cfg.init == "unit_gain":
+        unit_gain_init(codec.encoder)
+        unit_gain_init(codec.decoder)
     for layer in codec.quantizer.vq.layers:
         layer._codebook.init_embed_ = types.MethodType(_init_codes, layer._codebook)
         layer._codebook.replace_ = types.MethodType(_replace_dead_codes, layer._codebook)
     return codec
+
+
+@torch.no_grad()
+def unit_gain_init(module: nn.Module) -> None:
+    """Re-initialise every 1-D (transposed) convolution in ``module``: zero bias, weights drawn
+    with variance 1 / fan-in (``in_channels * kernel``, divided by the stride for a transposed
+    convolution, whose outputs each see ``kernel / stride`` taps per input channel). A signal
+    then keeps its scale from layer to layer. Works with the legacy ``weight_norm`` encodec
+    uses (``weight_v`` takes the draw, ``weight_g`` its norm) and without it."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for conv in module.modules():
+        if not isinstance(conv, nn.Conv1d | nn.ConvTranspose1d):
+            continue
+        fan_in = conv.in_channels * conv.kernel_size[0]
+        if isinstance(conv, nn.ConvTranspose1d):
+            fan_in /= conv.stride[0]
+        norms = [h for h in conv._forward_pre_hooks.values() if isinstance(h, WeightNorm)]
+        target = conv.weight_v if norms else conv.weight
+        weight = torch.randn_like(target) / math.sqrt(fan_in)
+        target.copy_(weight)
+        if norms:
+            conv.weight_g.copy_(torch.norm_except_dim(weight, 2, norms[0].dim))
+            norms[0](conv, None)  # recompute .weight now
+        if conv.bias is not None:
+            conv.bias.zero_()
 
 
 # Two fixes to encodec 0.1.1's EMA codebooks, bound per instance (the package is not edited).
