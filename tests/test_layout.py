@@ -49,6 +49,8 @@ def test_reference_figures_through_layouts(registry, vocab):
 TEXT = ["bot_i", "text", "eot_i"]
 VIN = ["bov_i", "visual_in", "eov_i"]
 AIN = ["boa_i", "audio_in", "eoa_i"]
+STRUCTURE = ["bov_i_structure", "structure_in", "eov_i_structure"]
+FIRST_FRAME = ["bov_i_first_frame", "first_frame_in", "eov_i_first_frame"]
 VOUT = ["bov_o", "visual_out", "eov_o"]
 AOUT = ["boa_o", "audio_out", "eoa_o"]
 EXPECTED = {
@@ -60,12 +62,16 @@ EXPECTED = {
     "fp": (["bos", "task", *VIN], VOUT + ["eos"], "<task_fp>"),
     "inpaint": (["bos", "task", *TEXT, *VIN], VOUT + ["eos"], "<task_inpaint>"),
     "outpaint": (["bos", "task", *TEXT, *VIN], VOUT + ["eos"], "<task_outpaint>"),
-    "stylize": (["bos", "task", *TEXT, *VIN], VOUT + ["eos"], "<task_stylize>"),
+    "stylize": (
+        ["bos", "task", *TEXT, *STRUCTURE, *FIRST_FRAME],
+        VOUT + ["eos"],
+        "<task_stylize>",
+    ),
     "a2v": (["bos", "task", *AIN], VOUT + ["eos"], "<task_a2v>"),
     "v2a": (["bos", "task", *VIN], AOUT + ["eos"], "<task_v2a>"),
     "avcont": (["bos", "task", *VIN, *AIN], VOUT + AOUT + ["eos"], "<task_avcont>"),
 }
-LENGTHS = {"text": 64, "visual_in": 1280, "visual_out": 1280, "audio_in": 424, "audio_out": 424}
+LENGTHS = {"structure_in": 1280, "first_frame_in": 256, "text": 64, "visual_in": 1280, "visual_out": 1280, "audio_in": 424, "audio_out": 424}
 CONDITION = {
     "i2v": {"visual_in": 256},
     "fp": {"visual_in": 512},

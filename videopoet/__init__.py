@@ -8,14 +8,35 @@ from videopoet.core.declarations import (
     TargetSpec,
     TaskSpec,
     TextEncoderSpec,
+    VisualInput,
     VisualTokenizerSpec,
 )
 from videopoet.core.hookspecs import hookimpl
+from videopoet.tasks.base import (
+    Conditions,
+    Context,
+    InputError,
+    InputInfo,
+    Source,
+    Task,
+    TaskExample,
+    TaskOutput,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AudioTokenizerSpec",
+    "Conditions",
+    "Context",
+    "Engine",
+    "InputError",
+    "InputInfo",
+    "Source",
+    "Task",
+    "TaskExample",
+    "TaskOutput",
+    "VisualInput",
     "Format",
     "PrefixSpec",
     "RefinerSpec",
@@ -26,3 +47,11 @@ __all__ = [
     "hookimpl",
     "__version__",
 ]
+
+
+def __getattr__(name: str):  # the Engine pulls in the model: import it only when asked
+    if name == "Engine":
+        from videopoet.core.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module 'videopoet' has no attribute {name!r}")

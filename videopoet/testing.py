@@ -49,9 +49,18 @@ def check_layout(spec: TaskSpec, vocab: Vocabulary, fmt: Format) -> Layout:
         ("boa_o", "eoa_o"),
     ):
         assert (opener in names) == (closer in names), f"{where}: {opener} without {closer}"
+    for entry in spec.prefix.visual_inputs:
+        opener, closer = entry.markers
+        want = [opener, entry.span, closer]
+        at = names.index(opener) if opener in names else -1
+        assert names[at : at + 3] == want, f"{where}: visual input {entry.name} must be {want}"
+        assert layout.tokens[layout.span(opener).start] == vocab.id("<bov_i>"), where
+        assert layout.tokens[layout.span(closer).start] == vocab.id("<eov_i>"), where
+    visual_spans = [n for n in names if n.endswith("_in") and n not in ("audio_in",)]
+    order = [e.span for e in spec.prefix.visual_inputs]
+    assert visual_spans == order, f"{where}: visual inputs {visual_spans}, declared {order}"
     assert ("bov_o" in names) == bool(spec.target.visual), f"{where}: visual target mismatch"
     assert ("boa_o" in names) == spec.target.audio, f"{where}: audio target mismatch"
-    assert ("bov_i" in names) == bool(spec.prefix.visual), f"{where}: visual input mismatch"
     assert ("boa_i" in names) == spec.prefix.audio, f"{where}: audio input mismatch"
     assert ("bot_i" in names) == spec.prefix.text, f"{where}: text input mismatch"
     for span in layout.spans:

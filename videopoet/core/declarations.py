@@ -163,24 +163,112 @@ class RefinerSpec(_Declaration):
 # ---------------------------------------------------------------------------- tasks
 
 VisualInputKind = Literal["image", "video", "masked_video", "structure_video"]
+#: Input names that are not visual inputs; a visual input may not take them.
+RESERVED_INPUTS = ("text", "audio")
+
+
+class VisualInput(_Declaration):
+    """One visual condition of a prefix: its own ``<bov_i> … <eov_i>`` span (Figure 3).
+
+    ``name`` is the input's name for users (``videopoet generate --image``, ``engine.generate(
+    image=...)``) and the span's (``{name}_in``); the default ``visual`` keeps the paper's
+    single-input spans (``bov_i``, ``visual_in``, ``eov_i``). ``frames``: frames of a video
+    condition shorter than the output (frame prediction); ``None`` takes the output's.
+    """
+
+    name: str = Field("visual", pattern=NAME_PATTERN)
+    kind: VisualInputKind
+    frames: int | None = Field(default=None, ge=1)
+    optional: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_INPUTS:
+            raise ValueError(f"a visual input may not be named {value!r} (reserved)")
+        return value
+
+    @property
+    def span(self) -> str:
+        return f"{self.name}_in"
+
+    @property
+    def markers(self) -> tuple[str, str]:
+        """Span names of its begin/end tokens (the token ids are always <bov_i>/<eov_i>)."""
+        if self.name == "visual":
+            return "bov_i", "eov_i"
+        return f"bov_i_{self.name}", f"eov_i_{self.name}"
 
 
 class PrefixSpec(_Declaration):
-    """The conditioning inputs, in the fixed order of Figure 3: text, visual, audio."""
+    """The conditioning inputs, in the fixed order of Figure 3: text, visual(s), audio.
+
+    ``visual`` is one kind (a single input named ``visual``) or a tuple of
+    :class:`VisualInput`, one span each in declaration order. ``optional`` names inputs that
+    may be left out: ``text``, ``audio``, ``visual`` (the single input) or a visual input's
+    name (or mark the VisualInput ``optional=True``).
+    """
 
     text: bool = False
-    visual: VisualInputKind | None = None
+    visual: VisualInputKind | tuple[VisualInput, ...] | None = None
     audio: bool = False
-    optional: tuple[Literal["text", "visual", "audio"], ...] = ()
+    optional: tuple[str, ...] = ()
     #: Frames of a visual/audio condition shorter than the output (frame prediction, continuation).
     condition_frames: int | None = Field(default=None, ge=1)
 
+    @field_validator("visual")
+    @classmethod
+    def _visual_inputs_valid(cls, value: Any) -> Any:
+        if isinstance(value, tuple):
+            if not value:
+                raise ValueError("an empty tuple of visual inputs: use visual=None")
+            names = [v.name for v in value]
+            doubles = sorted({n for n in names if names.count(n) > 1})
+            if doubles:
+                raise ValueError(f"visual input names must be unique, repeated: {doubles}")
+        return value
+
     @model_validator(mode="after")
     def _optional_must_be_present(self) -> PrefixSpec:
+        names = self.input_names
         for name in self.optional:
-            if not getattr(self, name):
-                raise ValueError(f"optional input {name!r} is not one of this prefix's inputs")
+            if name not in names:
+                raise ValueError(
+                    f"optional input {name!r} is not one of this prefix's inputs {names}"
+                )
         return self
+
+    @property
+    def visual_inputs(self) -> tuple[VisualInput, ...]:
+        """The visual inputs in layout order (a single kind becomes one input named visual)."""
+        if self.visual is None:
+            return ()
+        if isinstance(self.visual, str):
+            kind = self.visual
+            frames = self.condition_frames if kind in ("video", "masked_video") else None
+            return (
+                VisualInput(
+                    name="visual", kind=kind, frames=frames, optional="visual" in self.optional
+                ),
+            )
+        return tuple(
+            v.model_copy(update={"optional": True}) if v.name in self.optional else v
+            for v in self.visual
+        )
+
+    @property
+    def input_names(self) -> list[str]:
+        """Every input of the prefix by name: text, the visual inputs, audio."""
+        names = ["text"] if self.text else []
+        names += [v.name for v in self.visual_inputs]
+        if isinstance(self.visual, tuple):
+            names.append("visual")  # all visual inputs at once (cfg_drop)
+        return names + (["audio"] if self.audio else [])
+
+    def is_optional(self, name: str) -> bool:
+        if name in ("text", "audio"):
+            return name in self.optional
+        return any(v.name == name and v.optional for v in self.visual_inputs)
 
 
 class TargetSpec(_Declaration):
@@ -210,7 +298,7 @@ class TaskSpec(_Declaration):
     eos: bool = True
     #: Inputs dropped in the unconditional branch of classifier-free guidance
     #: (default: the text, when the task has text).
-    cfg_drop: tuple[Literal["text", "visual", "audio"], ...] = ()
+    cfg_drop: tuple[str, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -236,9 +324,10 @@ class TaskSpec(_Declaration):
             raise ValueError("an image target supports only 1-frame formats")
         if self.target.visual == "video" and any(f.is_image for f in self.formats):
             raise ValueError("a video target needs formats of more than one frame")
+        names = self.prefix.input_names + (["visual"] if self.prefix.visual else [])
         for name in self.cfg_drop:
-            if not getattr(self.prefix, name):
-                raise ValueError(f"cfg_drop names {name!r}, which is not in the prefix")
+            if name not in names:
+                raise ValueError(f"cfg_drop names {name!r}, which is not in the prefix {names}")
         return self
 
     @property

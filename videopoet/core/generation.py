@@ -18,6 +18,7 @@ markers stay, so the model still sees which task it is doing).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,17 @@ from tqdm.auto import tqdm
 from videopoet.core.errors import ConfigError, LayoutError, VocabularyError
 
 PAD_ID = 0  #: ``<pad>`` is id 0 by construction of the vocabulary
-_CONDITION_SPANS = {"visual": "visual_in", "audio": "audio_in"}
+
+
+def _condition_spans(layout, name: str) -> list[str]:
+    """Span names a ``cfg_drop`` entry switches off: ``visual`` means every visual input."""
+    if name == "audio":
+        names = ["audio_in"]
+    elif name == "visual":
+        names = [v.span for v in layout.task.prefix.visual_inputs]
+    else:
+        names = [f"{name}_in"]
+    return [n for n in names if layout.has(n)]
 
 
 @dataclass
@@ -81,7 +92,7 @@ def build_prompt(
     if guided:
         drop = list(layout.task.cfg_drop)
         dropped = [n for n in drop if n == "text" and text_span is not None]
-        dropped += [n for n in drop if n != "text" and layout.has(_CONDITION_SPANS[n])]
+        dropped += [n for n in drop if n != "text" and _condition_spans(layout, n)]
         if not dropped:
             raise ConfigError(
                 "cfg_scale",
@@ -93,9 +104,10 @@ def build_prompt(
         for name in dropped:
             if name == "text":
                 continue
-            span = layout.span(_CONDITION_SPANS[name])
-            uncond[:, span.start : span.stop] = pad_id
-            key_mask[batch:, span.start : span.stop] = False
+            for span_name in _condition_spans(layout, name):
+                span = layout.span(span_name)
+                uncond[:, span.start : span.stop] = pad_id
+                key_mask[batch:, span.start : span.stop] = False
         tokens = torch.cat([tokens, uncond])
         if text is not None:
             drop_text = "text" in dropped
@@ -201,6 +213,7 @@ def generate(
     use_cache: bool = True,
     guide: bool | None = None,
     progress: bool = True,
+    on_token: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Generate the target of ``layout`` for a batch of prompts: global ids (B, target_length).
 
@@ -210,7 +223,9 @@ def generate(
     ``cfg_scale`` ≠ 1 runs the unconditional branch beside the conditional one (``guide``
     forces it on or off). ``temperature`` 0 is greedy. The same ``seed`` gives the same tokens.
     ``use_cache=False`` recomputes the whole sequence at every step (a reference, slow).
-    ``layout.split(ids)`` turns the result into tokenizer-local ids per span.
+    ``layout.split(ids)`` turns the result into tokenizer-local ids per span. ``on_token(step,
+    ids)`` is called after each target position with the ids so far (B, step + 1), e.g. to
+    decode each finished latent frame while the rest is generated (progressive preview).
     """
     _check_options(cfg_scale, temperature, top_k, top_p)
     if vocab is not None and vocab.size != model.config.vocab_size:
@@ -268,6 +283,8 @@ def generate(
                 logits = cond + (cfg_scale - 1.0) * (cond - uncond)
             chosen = sample_logits(logits, temperature, top_k, top_p, generator) + lo
         out[:, step] = chosen
+        if on_token is not None:
+            on_token(step, out[:, : step + 1])
         if step + 1 == target:
             break
         fed = chosen.repeat(rows // batch)

@@ -82,9 +82,26 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     #: (registry attribute, name) -> the plugin that declared it
     owners: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
+    #: task name -> the Task class registered with it (a bare TaskSpec gets the base class)
+    task_classes: dict[str, type] = field(default_factory=dict)
 
     def task(self, name: str) -> TaskSpec:
         return self._get("tasks", "task", name)
+
+    def task_behaviour(self, name: str) -> Any:
+        """A :class:`~videopoet.tasks.base.Task` instance for the registered task ``name``."""
+        spec = self.task(name)
+        cls = self.task_classes.get(name)
+        if cls is None:
+            from videopoet.tasks.base import task_class
+
+            cls = task_class(spec)
+        return cls(spec)
+
+    def owner(self, attribute: str, name: str) -> str:
+        """The distribution that declared ``name`` (``videopoet`` for the built-ins)."""
+        info = self.owners.get((attribute, name))
+        return info.distribution if info is not None else "?"
 
     def tokenizer(self, name: str) -> TokenizerSpec:
         return self._get("tokenizers", "tokenizer", name)
@@ -184,6 +201,7 @@ class _Loader:
         try:
             items = impl.function() or []
             declarations = [_as_declaration(item, expected) for item in items]
+            item_of = {d.name: i for d, i in zip(declarations, items, strict=True)}
         except ValidationError as exc:
             self.fail(info, f"{hook_name} returned an invalid declaration: {exc}", exc)
             return
@@ -201,6 +219,34 @@ class _Loader:
                 continue
             table[spec.name] = spec
             self.registry.owners[(attribute, spec.name)] = info
+            if attribute == "tasks" and isinstance(item_of.get(spec.name), type):
+                self.registry.task_classes[spec.name] = item_of[spec.name]
+
+    def check_geometry(self) -> None:
+        """Drop (and report) tasks whose condition frames no registered video tokenizer takes:
+        a declaration that cannot work fails when its plugin registers, not at layout time."""
+        from videopoet.core.declarations import VisualTokenizerSpec
+
+        visual = [
+            s for s in self.registry.tokenizers.values() if isinstance(s, VisualTokenizerSpec)
+        ]
+        for name, spec in list(self.registry.tasks.items()):
+            wanted = sorted(
+                {v.frames for v in spec.prefix.visual_inputs if v.frames}
+                | ({spec.prefix.condition_frames} if spec.prefix.condition_frames else set())
+            )
+            fits = [t.name for t in visual if all((f - 1) % t.temporal_factor == 0 for f in wanted)]
+            if wanted and visual and not fits:
+                info = self.registry.owners.pop(("tasks", name))
+                del self.registry.tasks[name]
+                self.registry.task_classes.pop(name, None)
+                factors = sorted({t.temporal_factor for t in visual})
+                self.fail(
+                    info,
+                    f"task {name}: condition frames {wanted} fit no installed video tokenizer "
+                    f"(they take 1 + k x {factors} frames: 1, 5, 9, ...)",
+                    PluginError(name),
+                )
 
 
 def load_registry(
@@ -228,6 +274,7 @@ def load_registry(
             loader.add(ep.name, dist, version, ep.load)
     for name, plugin in extra_plugins:
         loader.add(name, "(in process)", "", lambda plugin=plugin: plugin)
+    loader.check_geometry()
     return loader.registry
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from videopoet.core.declarations import AudioTokenizerSpec, TaskSpec, VisualTokenizerSpec
+from videopoet.core.declarations import AudioTokenizerSpec, Format, TaskSpec, VisualTokenizerSpec
 from videopoet.core.errors import UnknownNameError, VocabularyError
 
 RESERVED = 256
@@ -42,6 +42,28 @@ SPECIAL_TOKENS = (
 RES_PORTRAIT = "<res_128x224>"
 LEN_LONG = "<len_41>"
 FORMAT_TOKENS = (RES_PORTRAIT, LEN_LONG)
+#: The size and length every video is assumed to have unless a format token says otherwise.
+DEFAULT_SIZE, DEFAULT_FRAMES = (128, 128), 17
+
+
+def res_token(fmt: Format) -> str | None:
+    """The resolution token of a video format (width x height), None at 128x128."""
+    if fmt.frames == 1 or (fmt.height, fmt.width) == DEFAULT_SIZE:
+        return None
+    return f"<res_{fmt.width}x{fmt.height}>"
+
+
+def len_token(fmt: Format) -> str | None:
+    """The length token of a video format, None at 17 frames (and for images)."""
+    if fmt.frames in (1, DEFAULT_FRAMES):
+        return None
+    return f"<len_{fmt.frames}>"
+
+
+def format_tokens(formats: Iterable[Format]) -> list[str]:
+    """The format tokens a set of formats needs, beyond the paper's two."""
+    names = [t for f in formats for t in (res_token(f), len_token(f)) if t is not None]
+    return [t for t in dict.fromkeys(names) if t not in FORMAT_TOKENS]
 
 
 @dataclass(frozen=True)
@@ -68,10 +90,12 @@ class Vocabulary:
         visual: VisualTokenizerSpec | None,
         audio: AudioTokenizerSpec | None,
         base: dict[str, Any] | None = None,
+        formats: Iterable[Format] = (),
     ) -> None:
         self.visual, self.audio = visual, audio
         wanted = [*SPECIAL_TOKENS, *FORMAT_TOKENS]
         wanted += list(dict.fromkeys(task.token_name for task in tasks))
+        wanted += format_tokens(formats)  # after the tasks: a new format never moves a task id
         self.tokens: dict[str, int] = {}
         if base is not None:
             self.tokens.update(_check_base_tokens(base))
@@ -106,6 +130,7 @@ class Vocabulary:
         audio: str | None = None,
         base: dict[str, Any] | None = None,
         audio_spec: AudioTokenizerSpec | None = None,
+        formats: Iterable[Format] = (),
     ) -> Vocabulary:
         """The vocabulary of every registered task and the chosen (or default) tokenizers.
 
@@ -123,6 +148,7 @@ class Vocabulary:
             registry.tokenizer_for("visual", visual),
             audio_spec or registry.tokenizer_for("audio", audio),
             base=base,
+            formats=formats,
         )
 
     # ------------------------------------------------------------------ look-ups

@@ -12,14 +12,15 @@ vocabulary offset; :meth:`Layout.split` does the reverse.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from videopoet.core.declarations import MAX_TEXT_TOKENS, Format, TaskSpec
+from videopoet.core.declarations import FPS, MAX_TEXT_TOKENS, Format, TaskSpec
 from videopoet.core.errors import ConfigError, LayoutError
-from videopoet.core.vocabulary import LEN_LONG, RES_PORTRAIT, Vocabulary
+from videopoet.core.vocabulary import Vocabulary, len_token, res_token
 
 CONTENT = -1  #: a visual or audio position, filled from a tokenizer
 TEXT_SLOT = -2  #: a position whose embedding is a projected text embedding
@@ -210,27 +211,40 @@ def build_layout(
     format: Format | None = None,
     *,
     text_tokens: int | None = None,
-    input_frames: int | None = None,
+    input_frames: int | dict[str, int] | None = None,
     audio_seconds: float | None = None,
+    omit: Iterable[str] = (),
     strict_format: bool = True,
 ) -> Layout:
     """Build the layout of ``task`` at ``format`` (default: the task's first format).
 
     ``text_tokens``: text slots (default 64; 0 drops an optional text input). ``input_frames``:
-    frames of a video condition (default: the task's ``condition_frames``, else the output's).
-    ``audio_seconds``: the clip's audio length (default: the format's duration).
-    ``strict_format=False`` admits any geometry the tokenizer accepts (tiny models).
+    frames of a video condition (default: the input's declared frames, else the output's); an
+    int sets every video input, a dict sets them by input name. ``audio_seconds``: the clip's
+    audio length (default: the format's duration). ``omit``: optional inputs left out (their
+    spans and markers drop). ``strict_format=False`` admits any geometry the tokenizer accepts
+    (a bundle's own formats, tiny models).
     """
     fmt = format or task.formats[0]
     visual, audio = vocab.visual, vocab.audio
-    needs_visual = task.target.visual or task.prefix.visual
+    prefix = task.prefix
+    omitted = set(omit)
+    unknown = sorted(omitted - set(prefix.input_names))
+    if unknown:
+        raise ConfigError("omit", unknown, f"optional inputs of {task.name}: {prefix.optional}")
+    for name in sorted(omitted):
+        if not prefix.is_optional(name):
+            raise ConfigError("omit", name, f"an optional input of {task.name}, it is required")
+    needs_visual = task.target.visual or prefix.visual
     if needs_visual and visual is None:
         raise LayoutError(f"task {task.name} needs a visual tokenizer; none is selected")
-    if (task.target.audio or task.prefix.audio) and audio is None:
+    if (task.target.audio or prefix.audio) and audio is None:
         raise LayoutError(f"task {task.name} needs an audio tokenizer; none is selected")
     out_shape = visual.latent_shape(fmt.frames, fmt.height, fmt.width) if visual else None
     if task.target.visual == "image" and fmt.frames != 1:
         raise ConfigError("frames", fmt.frames, f"1 (task {task.name} generates an image)")
+    if task.target.visual == "video" and fmt.frames == 1:
+        raise ConfigError("frames", fmt.frames, f"more than 1 (task {task.name} makes a video)")
     if strict_format and fmt not in task.formats:
         shown = ", ".join(str(f) for f in task.formats)
         raise LayoutError(
@@ -243,8 +257,7 @@ def build_layout(
         _special("bos", "<bos>", vocab, False),
         _special("task", task.token_name, vocab, False),
     ]
-    prefix = task.prefix
-    if prefix.text:
+    if prefix.text and "text" not in omitted:
         k = MAX_TEXT_TOKENS if text_tokens is None else text_tokens
         if k > MAX_TEXT_TOKENS or k < 0:
             raise ConfigError("text_tokens", k, f"0 to {MAX_TEXT_TOKENS} text slots")
@@ -256,29 +269,33 @@ def build_layout(
                 ("text", "text", k, False, None, (), ()),
                 _special("eot_i", "<eot_i>", vocab, False),
             ]
-    elif text_tokens:
+    elif text_tokens and not prefix.text:
         raise ConfigError("text_tokens", text_tokens, f"0 (task {task.name} takes no text)")
 
-    if prefix.visual:
-        frames = (
-            1
-            if prefix.visual == "image"
-            else (input_frames or prefix.condition_frames or fmt.frames)
-        )
+    videos = [v for v in prefix.visual_inputs if v.kind != "image"]
+    frames_by_name = _input_frames(task, videos, input_frames)
+    for entry in prefix.visual_inputs:
+        if entry.name in omitted:
+            continue
+        if entry.kind == "image":
+            frames = 1
+        else:
+            frames = frames_by_name.get(entry.name) or entry.frames or fmt.frames
         if frames > fmt.frames:
-            raise ConfigError("input_frames", frames, f"at most the output's {fmt.frames} frames")
+            raise ConfigError(
+                f"input_frames.{entry.name}", frames, f"at most the output's {fmt.frames} frames"
+            )
         shape = visual.latent_shape(frames, fmt.height, fmt.width)
         book = vocab.codebook("visual")
+        opener, closer = entry.markers
         rows += [
-            _special("bov_i", "<bov_i>", vocab, False),
-            ("visual_in", "visual", _prod(shape), False, None, shape, ((book.start, book.stop),)),
-            _special("eov_i", "<eov_i>", vocab, False),
+            _special(opener, "<bov_i>", vocab, False),
+            (entry.span, "visual", _prod(shape), False, None, shape, ((book.start, book.stop),)),
+            _special(closer, "<eov_i>", vocab, False),
         ]
-    elif input_frames:
-        raise ConfigError("input_frames", input_frames, f"0 (task {task.name} takes no video)")
 
-    if prefix.audio:
-        in_seconds = prefix.condition_frames / 8 if prefix.condition_frames else seconds
+    if prefix.audio and "audio" not in omitted:
+        in_seconds = prefix.condition_frames / FPS if prefix.condition_frames else seconds
         rows += [
             _special("boa_i", "<boa_i>", vocab, False),
             _audio_row("audio_in", vocab, in_seconds, False),
@@ -286,10 +303,12 @@ def build_layout(
         ]
 
     if task.target.visual and fmt.frames > 1:
-        if (fmt.height, fmt.width) == (224, 128):
-            rows.append(_special("res", RES_PORTRAIT, vocab, False))
-        if fmt.frames == 41:
-            rows.append(_special("len", LEN_LONG, vocab, False))
+        for name, token in (("res", res_token(fmt)), ("len", len_token(fmt))):
+            # A vocabulary built without this format (an ad-hoc geometry) does not tell it
+            # apart: no token. A bundle's vocabulary holds the tokens of every format it serves.
+            if token is None or token not in vocab.tokens:
+                continue
+            rows.append(_special(name, token, vocab, False))
 
     if task.target.visual:
         book = vocab.codebook("visual")
@@ -321,6 +340,19 @@ def build_layout(
         start += length
     prefix_length = next(s.start for s in spans if s.target)
     return Layout(task, fmt, spans, prefix_length)
+
+
+def _input_frames(task: TaskSpec, videos: list, given: int | dict[str, int] | None) -> dict:
+    if given is None:
+        return {}
+    if not videos:
+        raise ConfigError("input_frames", given, f"none (task {task.name} takes no video)")
+    if isinstance(given, int):
+        return {v.name: given for v in videos}
+    unknown = sorted(set(given) - {v.name for v in videos})
+    if unknown:
+        raise ConfigError("input_frames", unknown, f"video inputs of {task.name}")
+    return dict(given)
 
 
 def _audio_row(name: str, vocab: Vocabulary, seconds: float, target: bool) -> tuple:

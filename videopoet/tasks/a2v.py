@@ -1,6 +1,7 @@
 """Audio-to-video."""
 
 from videopoet.core.declarations import PrefixSpec, TargetSpec, TaskSpec
+from videopoet.tasks.base import Task
 
 A2V = TaskSpec(
     name="a2v",
@@ -11,4 +12,11 @@ A2V = TaskSpec(
     cfg_drop=("audio",),
 )
 
-SPECS = [A2V]
+
+class AudioToVideo(Task):
+    """The declaration's default behaviour (tasks/base.py) is this task's."""
+
+    spec = A2V
+
+
+SPECS = [AudioToVideo]

@@ -1,6 +1,7 @@
 """Audio-video continuation: the first frames and their sound condition the whole clip."""
 
 from videopoet.core.declarations import PrefixSpec, TargetSpec, TaskSpec
+from videopoet.tasks.base import Task
 
 AVCONT = TaskSpec(
     name="avcont",
@@ -11,4 +12,11 @@ AVCONT = TaskSpec(
     cfg_drop=(),
 )
 
-SPECS = [AVCONT]
+
+class AudioVideoContinuation(Task):
+    """The declaration's default behaviour (tasks/base.py) is this task's."""
+
+    spec = AVCONT
+
+
+SPECS = [AudioVideoContinuation]

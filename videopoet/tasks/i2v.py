@@ -1,6 +1,7 @@
 """Image-to-video: the first frame (and optionally a caption) conditions the whole clip."""
 
 from videopoet.core.declarations import PrefixSpec, TargetSpec, TaskSpec
+from videopoet.tasks.base import Task
 
 I2V = TaskSpec(
     name="i2v",
@@ -10,4 +11,11 @@ I2V = TaskSpec(
     target=TargetSpec(visual="video"),
 )
 
-SPECS = [I2V]
+
+class ImageToVideo(Task):
+    """The declaration's default behaviour (tasks/base.py) is this task's."""
+
+    spec = I2V
+
+
+SPECS = [ImageToVideo]

@@ -1,6 +1,7 @@
 """Text-to-image: the image is the first latent frame of a video; ``<eos>`` is left out (4.1)."""
 
 from videopoet.core.declarations import IMAGE_FORMAT, PrefixSpec, TargetSpec, TaskSpec
+from videopoet.tasks.base import Task
 
 T2I = TaskSpec(
     name="t2i",
@@ -12,4 +13,11 @@ T2I = TaskSpec(
     eos=False,
 )
 
-SPECS = [T2I]
+
+class TextToImage(Task):
+    """The declaration's default behaviour (tasks/base.py) is this task's."""
+
+    spec = T2I
+
+
+SPECS = [TextToImage]

@@ -1,6 +1,7 @@
 """Text-to-video."""
 
 from videopoet.core.declarations import PrefixSpec, TargetSpec, TaskSpec
+from videopoet.tasks.base import Task
 
 T2V = TaskSpec(
     name="t2v",
@@ -10,4 +11,11 @@ T2V = TaskSpec(
     target=TargetSpec(visual="video"),
 )
 
-SPECS = [T2V]
+
+class TextToVideo(Task):
+    """The declaration's default behaviour (tasks/base.py) is this task's."""
+
+    spec = T2V
+
+
+SPECS = [TextToVideo]

@@ -1,6 +1,7 @@
 """Unconditional generation: video (shares the video task token) and image."""
 
 from videopoet.core.declarations import IMAGE_FORMAT, TargetSpec, TaskSpec
+from videopoet.tasks.base import Task
 
 UNCOND = TaskSpec(
     name="uncond",
@@ -20,4 +21,13 @@ UNCOND_IMAGE = TaskSpec(
     cfg_drop=(),
 )
 
-SPECS = [UNCOND, UNCOND_IMAGE]
+
+class Unconditional(Task):
+    spec = UNCOND
+
+
+class UnconditionalImage(Task):
+    spec = UNCOND_IMAGE
+
+
+SPECS = [Unconditional, UnconditionalImage]

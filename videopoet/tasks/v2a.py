@@ -1,6 +1,7 @@
 """Video-to-audio."""
 
 from videopoet.core.declarations import PrefixSpec, TargetSpec, TaskSpec
+from videopoet.tasks.base import Task
 
 V2A = TaskSpec(
     name="v2a",
@@ -11,4 +12,11 @@ V2A = TaskSpec(
     cfg_drop=("visual",),
 )
 
-SPECS = [V2A]
+
+class VideoToAudio(Task):
+    """The declaration's default behaviour (tasks/base.py) is this task's."""
+
+    spec = V2A
+
+
+SPECS = [VideoToAudio]

@@ -1,0 +1,118 @@
+"""The bundle: one directory holding everything a trained VideoPoet needs to generate.
+
+```
+bundle.json             what is in it (this module's BundleConfig)
+lm/                     the prefix LM: model.safetensors, config.json, tokens.json (vocabulary)
+visual_tokenizer/       model.safetensors + config.json (its "name" is a registered tokenizer)
+audio_tokenizer/        the same, when the bundle has audio
+```
+
+The text encoder is recorded by name, options and identity (its weights live in its own
+package or a local folder), so a bundle built with one encoder is never silently used with
+another.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from videopoet.core.declarations import Format, parse_format
+from videopoet.core.errors import ConfigError
+from videopoet.core.serialization import load_json, save_json, umask_mode
+
+BUNDLE_NAME = "bundle.json"
+BUNDLE_VERSION = 1
+LM_DIR, VISUAL_DIR, AUDIO_DIR = "lm", "visual_tokenizer", "audio_tokenizer"
+
+#: Formats each preset is sized for: the tiny preset serves the demo format (and its image),
+#: the larger ones the paper's four and the 128x128 image.
+DEMO_FORMATS = ("17x64x64", "1x64x64")
+PAPER_FORMATS = ("17x128x128", "17x224x128", "41x128x128", "41x224x128", "1x128x128")
+
+
+class TextEncoderRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    identity: str
+    dim: int = Field(ge=1)
+
+
+class BundleConfig(BaseModel):
+    """``bundle.json``; validated so a hand-edited file fails naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = BUNDLE_VERSION
+    formats: list[str] = Field(min_length=1)
+    visual_tokenizer: str | None = None
+    audio_tokenizer: str | None = None
+    text_encoder: TextEncoderRecord | None = None
+    description: str = ""
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_parse(cls, value: list[str]) -> list[str]:
+        return [str(parse_format(v)) for v in value]
+
+    @property
+    def format_list(self) -> list[Format]:
+        return [parse_format(v) for v in self.formats]
+
+
+def read_bundle_config(directory: str | os.PathLike) -> BundleConfig:
+    """The validated ``bundle.json`` of ``directory``; every problem names the file."""
+    path = Path(directory) / BUNDLE_NAME
+    if not Path(directory).is_dir():
+        raise ConfigError("checkpoint", str(directory), "a bundle directory (videopoet init DIR)")
+    if not path.is_file():
+        raise ConfigError("checkpoint", str(directory), f"a bundle directory holding {BUNDLE_NAME}")
+    try:
+        raw = load_json(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable JSON is reported by path
+        raise ConfigError(str(path), "unreadable", f"valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), type(raw).__name__, "a JSON object")
+    if raw.get("format_version") != BUNDLE_VERSION:
+        raise ConfigError(f"{path}: format_version", raw.get("format_version"), f"{BUNDLE_VERSION}")
+    try:
+        return BundleConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "bundle"
+        raise ConfigError(f"{path}: {field}", first.get("input"), first["msg"]) from None
+
+
+def write_atomic_dir(directory: str | os.PathLike, fill: Any) -> Path:
+    """Build a directory beside ``directory`` with ``fill(tmp)``, then swap it in whole.
+
+    A reader never sees a half-written bundle: it sees the old one or the new one.
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir(mode=umask_mode(directory=True))
+    try:
+        fill(tmp)
+        if target.exists():
+            old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def write_bundle_config(directory: Path, config: BundleConfig) -> None:
+    save_json(directory / BUNDLE_NAME, config.model_dump(mode="json"))
