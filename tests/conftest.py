@@ -37,3 +37,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """An untrained tiny bundle (the committed tiny tokenizers), written as `videopoet init`
+    writes it."""
+    from videopoet.cli_generate import TINY_AUDIO, TINY_VISUAL
+    from videopoet.core.engine import Engine
+
+    path = tmp_path_factory.mktemp("bundle") / "tiny"
+    Engine.create(preset="tiny", visual_dir=TINY_VISUAL, audio_dir=TINY_AUDIO).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_bundle):
+    from videopoet.core.engine import Engine
+
+    return Engine.from_pretrained(tiny_bundle)

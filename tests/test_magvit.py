@@ -14,15 +14,9 @@ from videopoet.core.errors import ConfigError
 from videopoet.core.training import TrainConfig
 from videopoet.data.world import EVAL_OFFSET, WorldConfig, make_batch
 from videopoet.plugins.magvit import SPEC, TINY_SPEC
-from videopoet.plugins.magvit.commit import (
-    apply_mask,
-    border_mask,
-    centre_mask,
-    commit_encode,
-    latent_mask,
-    task_mask,
-)
+from videopoet.plugins.magvit.commit import apply_mask, commit_encode, latent_mask
 from videopoet.plugins.magvit.model import MagvitTokenizer, build_tokenizer
+from videopoet.tasks.masks import border_mask, box_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = {"channels": 4, "channel_mult": (1, 1, 2, 2), "num_res_blocks": 1, "mid_blocks": 0}
@@ -264,24 +258,23 @@ def test_adversarial_term_trains_critic_and_tokenizer_apart():
 # ------------------------------------------------------------------------------ COMMIT
 
 
-def test_masks():
-    inner = centre_mask(5, 16, 16)
-    assert inner.shape == (5, 16, 16) and inner.sum() == 5 * 8 * 8
-    assert inner[:, 4:12, 4:12].all() and not inner[:, :4].any()
-    assert torch.equal(border_mask(5, 16, 16), ~inner)
-    assert torch.equal(task_mask("outpaint", 5, 16, 16), ~inner)
-    with pytest.raises(ConfigError, match="mask"):
-        task_mask("erase", 5, 16, 16)
-    with pytest.raises(ConfigError, match="fraction"):
-        centre_mask(5, 16, 16, fraction=1.5)
-    lat = latent_mask(centre_mask(5, 32, 32))
+def test_latent_mask_marks_the_tokens_a_pixel_mask_touches():
+    lat = latent_mask(box_mask(5, 32, 32, (8, 8, 16, 16)))
     assert lat.shape == (2, 4, 4) and lat[:, 1:3, 1:3].all() and lat.sum() == 8
+    with pytest.raises(ConfigError, match="mask.shape"):
+        latent_mask(box_mask(4, 32, 32, (8, 8, 16, 16)))
+
+
+MASKS = {
+    "inpaint": box_mask(5, 16, 16, (4, 4, 8, 8)),
+    "outpaint": border_mask(5, 16, 16, "horizontal", 0.5),
+}
 
 
 @pytest.mark.parametrize("kind", ["inpaint", "outpaint"])
 def test_commit_encoding_hides_masked_pixels(tok, kind):
     video = clip(2, 5, 16, 16, seed=4)
-    mask = task_mask(kind, 5, 16, 16)
+    mask = MASKS[kind]
     other = video.clone()
     other[:, :, mask] = clip(2, 5, 16, 16, seed=5)[:, :, mask]  # change only hidden pixels
     cond_a, target_a = commit_encode(tok, video, mask)

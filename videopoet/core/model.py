@@ -87,13 +87,23 @@ class ModelConfig(BaseModel):
 
 
 #: The paper names 300M, 1B and 8B models (Fig. 5) without their shapes; these are ours
-#: (Llama-like proportions). Counts include the 266,496 × d embedding and head.
+#: (Llama-like proportions). Counts include the 266,496 × d embedding and head. Context: the
+#: tiny preset holds every layout of the demo format 17x64x64 (the longest, stylize with its
+#: first frame, is 779 tokens); the others every layout of the paper's formats (the longest,
+#: stylize at 41x224x128 with its first frame, is 10,381; tests/test_presets.py checks both).
+PAPER_CONTEXT = 12_288
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 2048},
-    "small": {"d_model": 512, "n_layers": 8, "n_heads": 8},
-    "300m": {"d_model": 1024, "n_layers": 12, "n_heads": 16},
-    "1b": {"d_model": 2048, "n_layers": 16, "n_heads": 16},
-    "8b": {"d_model": 4096, "n_layers": 32, "n_heads": 32, "ffn_dim": 11008},
+    "small": {"d_model": 512, "n_layers": 8, "n_heads": 8, "max_seq_len": PAPER_CONTEXT},
+    "300m": {"d_model": 1024, "n_layers": 12, "n_heads": 16, "max_seq_len": PAPER_CONTEXT},
+    "1b": {"d_model": 2048, "n_layers": 16, "n_heads": 16, "max_seq_len": PAPER_CONTEXT},
+    "8b": {
+        "d_model": 4096,
+        "n_layers": 32,
+        "n_heads": 32,
+        "ffn_dim": 11008,
+        "max_seq_len": PAPER_CONTEXT,
+    },
 }
 
 

@@ -5,59 +5,18 @@ fill value before the encoder sees them), the target from the full video, so no 
 leaks into the condition tokens.
 
 Masks are boolean ``(T, H, W)`` (or ``(B, T, H, W)``) tensors, ``True`` where a pixel is
-hidden (to be generated). :func:`centre_mask` hides a centred box (inpainting),
-:func:`border_mask` hides everything outside it (outpainting); both take the box as a
-fraction of the height and width (``0.5``: the middle half of each side, MAGVIT's central
-tasks).
+hidden (to be generated). Which pixels a task hides is the task's business: the inpainting and
+outpainting tasks draw and read their masks (``videopoet/tasks/masks.py``); this module only
+applies a mask it is given.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from videopoet.core.errors import ConfigError
-
-MaskKind = Literal["inpaint", "outpaint"]
-
-
-def _box(height: int, width: int, fraction: float | tuple[float, float]) -> tuple[slice, slice]:
-    fh, fw = (fraction, fraction) if isinstance(fraction, int | float) else fraction
-    for name, f in (("fraction.height", fh), ("fraction.width", fw)):
-        if not 0 < f < 1:
-            raise ConfigError(name, f, "a fraction strictly between 0 and 1")
-    bh, bw = max(1, round(height * fh)), max(1, round(width * fw))
-    top, left = (height - bh) // 2, (width - bw) // 2
-    return slice(top, top + bh), slice(left, left + bw)
-
-
-def centre_mask(
-    frames: int, height: int, width: int, fraction: float | tuple[float, float] = 0.5
-) -> torch.Tensor:
-    """Inpainting mask: ``True`` inside the centred box (hidden), ``False`` around it."""
-    mask = torch.zeros(frames, height, width, dtype=torch.bool)
-    rows, cols = _box(height, width, fraction)
-    mask[:, rows, cols] = True
-    return mask
-
-
-def border_mask(
-    frames: int, height: int, width: int, fraction: float | tuple[float, float] = 0.5
-) -> torch.Tensor:
-    """Outpainting mask: ``True`` outside the centred box (hidden), ``False`` inside it."""
-    return ~centre_mask(frames, height, width, fraction)
-
-
-def task_mask(
-    kind: MaskKind, frames: int, height: int, width: int, fraction: float = 0.5
-) -> torch.Tensor:
-    """The mask of a masked task by name: ``inpaint`` (centre) or ``outpaint`` (border)."""
-    if kind == "inpaint":
-        return centre_mask(frames, height, width, fraction)
-    if kind == "outpaint":
-        return border_mask(frames, height, width, fraction)
-    raise ConfigError("mask", kind, "'inpaint' or 'outpaint'")
 
 
 def apply_mask(video: torch.Tensor, mask: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
