@@ -25,7 +25,9 @@ def register_text_encoders() -> list:
 
 @hookspec
 def register_tasks() -> list:
-    """Return tasks: ``TaskSpec`` records (or ``Task`` subclasses carrying a ``spec``)."""
+    """Return tasks: ``videopoet.Task`` subclasses, each carrying its ``TaskSpec`` as ``spec``
+    (its behaviour: training examples, input preparation, media out), or bare ``TaskSpec``
+    records, which get the base class's behaviour derived from the declaration."""
 
 
 @hookspec
