@@ -31,9 +31,6 @@ STYLIZE = TaskSpec(
     target=TargetSpec(visual="video"),
 )
 
-#: flow is divided by this fraction of min(H, W) pixels before clipping to [-1, 1]
-FLOW_SCALE = 0.05
-
 
 class Stylize(Task):
     spec = STYLIZE
@@ -72,6 +69,8 @@ class Stylize(Task):
 
 def ground_truth_structure(flow: torch.Tensor, depth: torch.Tensor, fmt: Format) -> torch.Tensor:
     """(3, T, H, W) in [-1, 1] from known flow (T - 1, 2, H, W) px and depth (T, H, W) in [0, 1]."""
+    from videopoet.plugins.structure import FLOW_SCALE  # the same normalization as for DIS
+
     frames = fmt.frames
     scale = FLOW_SCALE * min(fmt.height, fmt.width)
     if frames > 1:

@@ -38,13 +38,14 @@ CONTRAST_SIGMA = 3.0
 
 
 def require_cv2() -> ModuleType:
-    """OpenCV, or an ImportError that says which package to install (it is an optional extra)."""
+    """OpenCV, or an ImportError that says which package to install (a dependency of
+    videopoet, so this only fires in a broken environment)."""
     try:
         import cv2
     except ImportError as exc:
         raise ImportError(
-            "optical flow needs OpenCV: pip install opencv-python-headless "
-            "(or pip install 'videopoet[flow]')"
+            "optical flow needs OpenCV, a dependency of videopoet: "
+            "pip install opencv-python-headless"
         ) from exc
     if not hasattr(cv2, "DISOpticalFlow_create"):
         raise ImportError(
