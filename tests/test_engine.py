@@ -67,8 +67,9 @@ def test_generate_image_writes_a_png(tiny_bundle, tmp_path, capsys):
 
 
 def test_generate_audio_writes_a_wav_of_the_clip_length(tiny_bundle, inputs, tmp_path, capsys):
-    argv = ["generate", "v2a", "--checkpoint", str(tiny_bundle), "--video", str(inputs / "clip.mp4")]
-    code, out = _generate([*argv, "--out", str(tmp_path), "--quiet"], capsys)
+    argv = ["generate", "v2a", "--checkpoint", str(tiny_bundle)]
+    argv += ["--video", str(inputs / "clip.mp4"), "--out", str(tmp_path), "--quiet"]
+    code, out = _generate(argv, capsys)
     assert code == 0, out.err
     with av.open(str(tmp_path / "v2a.wav")) as container:
         stream = container.streams.audio[0]

@@ -71,7 +71,15 @@ EXPECTED = {
     "v2a": (["bos", "task", *VIN], AOUT + ["eos"], "<task_v2a>"),
     "avcont": (["bos", "task", *VIN, *AIN], VOUT + AOUT + ["eos"], "<task_avcont>"),
 }
-LENGTHS = {"structure_in": 1280, "first_frame_in": 256, "text": 64, "visual_in": 1280, "visual_out": 1280, "audio_in": 424, "audio_out": 424}
+LENGTHS = {
+    "structure_in": 1280,
+    "first_frame_in": 256,
+    "text": 64,
+    "visual_in": 1280,
+    "visual_out": 1280,
+    "audio_in": 424,
+    "audio_out": 424,
+}
 CONDITION = {
     "i2v": {"visual_in": 256},
     "fp": {"visual_in": 512},

@@ -57,19 +57,22 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     _warn_broken(registry)
     rows = []
     for name, spec in sorted(registry.tasks.items()):
-        prefix = [k for k in ("text", "visual", "audio") if getattr(spec.prefix, k)]
-        prefix = [f"{k}:{spec.prefix.visual}" if k == "visual" else k for k in prefix]
+        behaviour = registry.task_behaviour(name)
         target = [f"visual:{spec.target.visual}"] if spec.target.visual else []
         target += ["audio"] if spec.target.audio else []
         rows.append(
             {
                 "name": name,
                 "token": spec.token_name,
-                "prefix": prefix,
+                "inputs": [
+                    {"name": i.name, "kind": i.kind, "optional": i.optional}
+                    for i in behaviour.inputs()
+                ],
                 "target": target,
                 "formats": [str(f) for f in spec.formats],
                 "eos": spec.eos,
                 "plugin": registry.owners[("tasks", name)].name,
+                "distribution": registry.owner("tasks", name),
                 "description": spec.description,
             }
         )
@@ -78,30 +81,102 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
-        ins = " + ".join(r["prefix"]) or "(nothing)"
+        shown = [i["name"] + ("?" if i["optional"] else "") for i in r["inputs"]]
+        ins = " + ".join(shown) or "(nothing)"
         print(f"{r['name']:<{width}}  {r['token']:<16} {ins} -> {' + '.join(r['target'])}")
-        print(f"{'':<{width}}  {r['description']}; formats {', '.join(r['formats'])}")
+        print(
+            f"{'':<{width}}  {r['description']}; from {r['distribution']}; "
+            f"formats {', '.join(r['formats'])}"
+        )
+    print("(? = optional input)")
     return 0
 
 
 def cmd_layout(args: argparse.Namespace) -> int:
-    from videopoet.core.declarations import Format
+    import math
+    from pathlib import Path
+
+    from videopoet.core.declarations import FPS, Format
+    from videopoet.core.errors import ConfigError
     from videopoet.core.vocabulary import Vocabulary
     from videopoet.sequences.describe import layout_table
     from videopoet.sequences.layout import build_layout
 
+    #: the longest layout this command builds: every position costs three Python list entries,
+    #: and the paper's longest sequence (super-resolution, 35,840 visual tokens) is far below
+    max_tokens = 10_000_000
+    seconds = args.audio_seconds
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError("audio_seconds", seconds, "a positive, finite duration in seconds")
+    if args.audio_levels is not None:
+        checkpoint = args.encodec_checkpoint
+        if not checkpoint:
+            raise ConfigError(
+                "audio_levels",
+                args.audio_levels,
+                "no value without --encodec-checkpoint (registered audio tokenizers declare "
+                "their own RVQ levels)",
+            )
+        if Path(checkpoint).is_dir():
+            raise ConfigError(
+                "audio_levels",
+                args.audio_levels,
+                f"no value with the saved tokenizer directory {checkpoint} (its config.json "
+                "sets the levels); --audio-levels selects levels of an official .th file",
+            )
     registry = _registry()
     task = registry.task(args.task)
     audio_spec = None
     if args.encodec_checkpoint:
         from videopoet.plugins.encodec_audio import spec_from_checkpoint
 
-        audio_spec = spec_from_checkpoint(args.encodec_checkpoint, levels=args.audio_levels)
+        levels = 4 if args.audio_levels is None else args.audio_levels
+        audio_spec = spec_from_checkpoint(args.encodec_checkpoint, levels=levels)
     vocab = Vocabulary.from_registry(
         registry, visual=args.visual_tokenizer, audio=args.audio_tokenizer, audio_spec=audio_spec
     )
     frames = args.frames if args.frames is not None else task.formats[0].frames
     fmt = Format(frames=frames, height=args.height, width=args.width)
+
+    # Refuse an absurd size before build_layout allocates it. An upper bound, computed from the
+    # output: every visual input is at most the output's length (build_layout checks it).
+    def count(n: int) -> str:
+        return f"{n:,}" if n < 10**12 else f"{n:.3g}"
+
+    visual_bound = audio_bound = 0
+    parts = []
+    if vocab.visual is not None and (task.target.visual or task.prefix.visual):
+        inputs = getattr(task.prefix, "visual_inputs", None)
+        clips = bool(task.target.visual) + (
+            len(inputs) if inputs is not None else int(bool(task.prefix.visual))
+        )
+        try:
+            per_clip = vocab.visual.token_count(fmt.frames, fmt.height, fmt.width)
+        except VideoPoetError:
+            per_clip = 0  # a bad geometry: build_layout reports it
+        visual_bound = clips * per_clip
+        parts.append(f"{clips} x {count(per_clip)} visual at {fmt}")
+    spans = bool(task.target.audio) + bool(task.prefix.audio)
+    if vocab.audio is not None and spans:
+        audio_seconds = fmt.seconds if seconds is None else seconds
+        if task.prefix.condition_frames:
+            audio_seconds = max(audio_seconds, task.prefix.condition_frames / FPS)
+        try:
+            per_span = vocab.audio.token_count(audio_seconds)
+        except VideoPoetError:
+            per_span = 0
+        audio_bound = spans * per_span
+        parts.append(f"{spans} x {count(per_span)} audio for {audio_seconds:g} s")
+    if visual_bound + audio_bound > max_tokens:
+        field, value = "format", str(fmt)
+        if audio_bound > visual_bound and seconds is not None:
+            field, value = "audio_seconds", seconds
+        raise ConfigError(
+            field,
+            value,
+            f"a layout of at most {max_tokens:,} tokens (this one would hold up to "
+            f"{count(visual_bound + audio_bound)}: {' + '.join(parts)})",
+        )
     layout = build_layout(
         task,
         vocab,
@@ -176,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("layout", help="show a task's token layout with span lengths")
     p.add_argument("task")
-    p.add_argument("--frames", type=int, default=None, help="default: the task's first format")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="default: the task's first format; a layout holds at most 10,000,000 tokens",
+    )
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--audio-seconds", type=float, default=None, help="default: the clip length")
@@ -189,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="an official EnCodec .th file or a saved encodec tokenizer directory",
     )
-    p.add_argument("--audio-levels", type=int, default=4, help="RVQ levels used with it")
+    p.add_argument(
+        "--audio-levels",
+        type=int,
+        default=None,
+        help="RVQ levels used of an official .th file (default 4); an error otherwise",
+    )
     p.add_argument("--any-format", action="store_true", help="allow formats outside the task's")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layout)
@@ -212,13 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config (see configs/tokenizer/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
     p.set_defaults(func=cmd_train_tokenizer)
+
+    from videopoet import cli_generate, cli_train
+
+    cli_generate.add_parsers(sub)
+    cli_train.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `videopoet ... | head -1`: as the Python docs (signal module, "Note on SIGPIPE")
+        # advise, point stdout at devnull so the final flush is silent, and exit with 1.
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # no file descriptor behind stdout (captured in tests)
+            pass
+        return 1
     except (VideoPoetError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

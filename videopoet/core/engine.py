@@ -593,8 +593,8 @@ def ordered_tasks(registry: Any) -> list[TaskSpec]:
 def load_tokenizer(
     directory: str | Path, modality: str, registry: Any, device: str | torch.device = "cpu"
 ) -> tuple[Any, Any]:
-    """(network, registered declaration) from a saved tokenizer folder: its config names the registered declaration,
-    whose factory builds the network; the weights load into it (safetensors only)."""
+    """(network, registered declaration) from a saved tokenizer folder: its config names the
+    registered declaration, whose factory builds the network; the weights load into it."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():

@@ -12,9 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from videopoet.core.errors import ConfigError, VocabularyError
-from videopoet.core.serialization import load_json, load_pretrained, save_pretrained
+from videopoet.core.serialization import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_json,
+    load_pretrained,
+    load_weights,
+    save_pretrained,
+    wrong_kind,
+)
 from videopoet.core.vocabulary import Vocabulary
 
 TOKENS_NAME = "tokens.json"
@@ -50,10 +59,26 @@ def load_lm(
 
     directory = Path(directory)
     state, config = load_pretrained(directory, device=device)
-    if config.get("kind") != KIND or "model" not in config:
-        raise ConfigError("directory", str(directory), f"a {KIND} checkpoint (config.json)")
-    model_config = ModelConfig(**config["model"])
-    table = load_json(directory / TOKENS_NAME)
+    expected = f"a {KIND} checkpoint (a prefix LM saved by save_lm)"
+    if config.get("kind") != KIND:
+        raise wrong_kind(directory, config, expected)
+    config_path = directory / CONFIG_NAME
+    if not isinstance(config.get("model"), dict):
+        raise ConfigError("path", str(config_path), f"{expected}: a config with a model section")
+    try:
+        model_config = ModelConfig(**config["model"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            "path", str(config_path), f"{expected}: model.{field} {first['msg'].lower()}"
+        ) from None
+    tokens_path = directory / TOKENS_NAME
+    if not tokens_path.is_file():
+        raise ConfigError("directory", str(directory), f"{expected}; it has no {TOKENS_NAME}")
+    table = load_json(tokens_path)
+    if not isinstance(table, dict):
+        raise ConfigError("path", str(tokens_path), "a JSON object (the vocabulary's table)")
     registry = registry if registry is not None else get_registry()
     saved = {book["modality"]: book["tokenizer"] for book in table.get("codebooks", [])}
     specs = {}
@@ -71,10 +96,8 @@ def load_lm(
             f"{model_config.vocab_size}"
         )
     model = PrefixLM(model_config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            "weights", f"missing {missing[:5]}, unexpected {unexpected[:5]}", "a PrefixLM"
-        )
+    load_weights(
+        model, state, directory / WEIGHTS_NAME, f"the weights of the PrefixLM in {CONFIG_NAME}"
+    )
     model.vocab = vocab
     return model.to(device).eval()

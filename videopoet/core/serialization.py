@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from videopoet.core.errors import ConfigError
@@ -54,10 +55,21 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def load_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``; a missing, unreadable or malformed file is a ConfigError
+    naming it (and the line and column of a syntax error)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("path", str(path), "an existing JSON file")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError("path", str(path), f"a readable JSON file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        detail = f"byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8"
+        raise ConfigError("path", str(path), f"a UTF-8 JSON file ({detail})") from None
+    except json.JSONDecodeError as exc:
+        detail = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise ConfigError("path", str(path), f"a valid JSON file ({detail})") from None
 
 
 def save_tensors(
@@ -81,10 +93,19 @@ def save_tensors(
 def load_tensors(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, truncated or corrupt file is a
+    ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("path", str(path), "an existing .safetensors file")
-    return load_file(str(path), device=str(device))
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as exc:
+        raise ConfigError(
+            "path", str(path), f"a complete safetensors file (it is truncated or corrupt: {exc})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError("path", str(path), f"a readable safetensors file ({exc})") from None
 
 
 def save_pretrained(
@@ -110,8 +131,67 @@ def load_pretrained(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, config) from a directory written by :func:`save_pretrained`."""
     directory = Path(directory)
-    if not (directory / CONFIG_NAME).is_file():
-        raise ConfigError(
-            "directory", str(directory), f"a directory holding {CONFIG_NAME} and {WEIGHTS_NAME}"
+    expected = f"a directory holding {CONFIG_NAME} and {WEIGHTS_NAME}"
+    if not directory.is_dir():
+        raise ConfigError("directory", str(directory), f"{expected}; it does not exist")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise ConfigError("directory", str(directory), f"{expected}; it has no {name}")
+    config = load_json(directory / CONFIG_NAME)
+    if not isinstance(config, dict):
+        got = type(config).__name__
+        raise ConfigError("path", str(directory / CONFIG_NAME), f"a JSON object, not a {got}")
+    return load_tensors(directory / WEIGHTS_NAME, device), config
+
+
+def describe_checkpoint(config: dict[str, Any]) -> str:
+    """What a saved ``config.json`` says it holds, for errors: its ``kind`` and ``name``, and
+    whether that name is a registered video or audio tokenizer."""
+    kind, name = config.get("kind"), config.get("name")
+    modality = None
+    if isinstance(name, str):
+        try:
+            from videopoet.core.plugins import get_registry
+
+            modality = get_registry().tokenizer(name).modality
+        except Exception:  # noqa: BLE001 - an unregistered name is only described less
+            modality = None
+    what = {"visual": "a video tokenizer", "audio": "an audio tokenizer"}.get(modality or "")
+    recorded = ", ".join(f"{k} {v!r}" for k, v in (("kind", kind), ("name", name)) if v)
+    if what:
+        return f"{what} ({recorded})"
+    return f"a checkpoint of {recorded}" if recorded else "a checkpoint of no recorded kind"
+
+
+def wrong_kind(directory: str | os.PathLike, config: dict[str, Any], expected: str) -> ConfigError:
+    """The error for a directory that holds another kind of checkpoint than ``expected``."""
+    found = describe_checkpoint(config)
+    return ConfigError("directory", str(directory), f"{expected}; its {CONFIG_NAME} holds {found}")
+
+
+def load_weights(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    expected: str,
+) -> None:
+    """Load ``state`` into ``model`` strictly: missing, unexpected or differently shaped
+    tensors are a ConfigError naming ``path`` (the weights file) and the first offenders."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if reshaped:
+        k = reshaped[0]
+        problems.append(
+            f"{len(reshaped)} of another shape, e.g. {k} is {tuple(state[k].shape)} in the "
+            f"file, {tuple(own[k].shape)} in the model"
         )
-    return load_tensors(directory / WEIGHTS_NAME, device), load_json(directory / CONFIG_NAME)
+    if missing:
+        problems.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
+    if problems:
+        raise ConfigError("weights", str(path), f"{expected} ({'; '.join(problems)})")
+    model.load_state_dict(state)

@@ -41,7 +41,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from videopoet.core.errors import ConfigError
-from videopoet.core.training import TrainConfig, check_resume_config, prepare_run, train
+from videopoet.core.training import (
+    TrainConfig,
+    check_resume_config,
+    ensure_out_dir,
+    prepare_run,
+    train,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,7 +96,12 @@ def validate_section(model: type[M], values: Any, path: str) -> M:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """YAML + dotlist overrides → plain dict (omegaconf interpolations resolved)."""
+    """YAML + dotlist overrides → plain dict (omegaconf interpolations resolved).
+
+    A file that is missing, unreadable, not UTF-8 or not valid YAML is a :class:`ConfigError`
+    naming the file (and the line, for a YAML syntax error); a bad override names the override.
+    """
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -98,18 +109,45 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     if not path.is_file():
         raise ConfigError("config", str(path), "an existing YAML file")
     try:
-        config = OmegaConf.load(path)
-        if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise ConfigError("override", bad[0], "key=value (e.g. train.steps=100)")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError("config", str(path), f"a readable YAML file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "config",
+            str(path),
+            f"a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset {exc.start} is not "
+            "UTF-8; save the file as UTF-8)",
+        ) from None
+    try:
+        config = OmegaConf.create(text)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        raise ConfigError("config", str(path), f"valid YAML ({_one_line(exc)})") from None
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError("override", bad[0], "key=value (e.g. train.steps=100)")
+        try:
             config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+        except (yaml.YAMLError, OmegaConfBaseException) as exc:
+            shown = " ".join(overrides)
+            raise ConfigError(
+                "override", shown, f"valid key=value pairs ({_one_line(exc)})"
+            ) from None
+    try:
         raw = OmegaConf.to_container(config, resolve=True)
     except OmegaConfBaseException as exc:
-        raise ConfigError("config", str(path), f"valid YAML ({exc})") from exc
+        raise ConfigError("config", str(path), f"valid YAML ({_one_line(exc)})") from None
     if not isinstance(raw, dict):
         raise ConfigError("config", str(path), "a YAML mapping with tokenizer, network, ...")
     return raw
+
+
+def _one_line(exc: Exception) -> str:
+    """An error's message on one line (YAML errors span several, with a source excerpt)."""
+    text = str(exc).replace('in "<unicode string>", ', "")  # the file is named beside it
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:4]) or type(exc).__name__
 
 
 def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +163,7 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
     # network or data fails here and not in a size mismatch after the data is loaded.
     run_config = config.model_dump(mode="json", exclude={"train"})
     check_resume_config(train_config, run_config)
+    ensure_out_dir(train_config.out_dir)  # before the adapter, which may write there
     prepare_run(train_config)  # the network's initial weights come from train.seed
     network = spec.factory(**config.network)
     make_adapter = getattr(network, "training_adapter", None)

@@ -37,7 +37,9 @@ On disk (``out_dir``)::
     metrics.jsonl                                    one JSON line per log / eval
     train_config.json                                the run's config, checked on resume
 
-Files and folders get the permissions of the umask (0644 / 0755 under 022).
+Files and folders get the permissions of the umask (0644 / 0755 under 022). ``out_dir`` is
+created first (:func:`ensure_out_dir`); one that cannot be created or written (under a regular
+file, no permission) is a :class:`ConfigError` naming ``train.out_dir`` before any step.
 
 Seeding: :func:`prepare_run` seeds torch, ``random`` and numpy from ``seed``; call it before
 building the model (``train`` calls it again) and a fresh run is a function of its config.
@@ -299,6 +301,31 @@ def check_resume_config(
 # ---------------------------------------------------------------------------- checkpoints
 
 
+def ensure_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` (and its parents) and check that a file can be written in it.
+
+    A path that cannot serve (a regular file, a path under one, no permission, a read-only
+    file system) is a :class:`ConfigError` naming ``train.out_dir``, before anything is built
+    or trained.
+    """
+    path = Path(out_dir)
+    expected = "a directory that can be created and written"
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        what = "it is" if blocker == path else f"{blocker} is"
+        raise ConfigError("train.out_dir", str(path), f"{expected} ({what} a file)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write_test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError("train.out_dir", str(path), f"{expected} ({reason}{where})") from None
+    return path
+
+
 def _checkpoint_root(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / CHECKPOINT_DIR
 
@@ -548,8 +575,8 @@ def train(
     Returns ``{"step", "metrics" (last logged training values), "eval" (last eval values),
     "checkpoint" (path of the last checkpoint), "resumed_from" (step or None), "seconds"}``.
     """
+    out_dir = ensure_out_dir(config.out_dir)
     device = resolve_device(config.device)
-    out_dir = Path(config.out_dir)
     prepare_run(config)
     model.to(device)
     model.train()

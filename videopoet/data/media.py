@@ -13,12 +13,20 @@ models' float (3, T, H, W) in [-1, 1] and :func:`tensor_to_frames` goes back. Au
 Writing: MP4 (H.264 + AAC, video and audio muxed), WAV (16-bit PCM), PNG and GIF; every file
 is written to a temporary name beside the target and renamed, so a target is never torn.
 
-Every failure on a file raises :class:`MediaError` naming the file and what is wrong with it.
+Every failure on a file raises :class:`MediaError` naming the file and what is wrong with it;
+a bad argument (a negative ``start``, ``size=(0, 0)``, ``fps=nan``, ``sample_rate=0`` ...) is a
+:class:`ConfigError` naming the argument, checked before the file is opened.
+
+Small pictures: with ``size=`` a picture is scaled to cover the size, up as well as down, but a
+source narrower or shorter than :data:`MIN_SOURCE_SIDE` pixels (the visual tokenizer's 8-pixel
+patch) is a :class:`MediaError` (``too_small``) instead of a blown-up blur, unless the caller
+passes a smaller ``min_side``. Without ``size=`` frames come at the file's own size.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import tempfile
 import wave
@@ -37,7 +45,9 @@ from videopoet.core.errors import ConfigError, VideoPoetError
 from videopoet.core.serialization import umask_mode
 
 SAMPLE_RATE = 16_000  #: the audio tokenizer's rate (paper 3.1)
-Problem = Literal["missing", "corrupt", "no_video", "no_audio", "too_short"]
+#: smallest source side (pixels) read with ``size=``: the visual tokenizer's patch
+MIN_SOURCE_SIDE = 8
+Problem = Literal["missing", "corrupt", "no_video", "no_audio", "too_short", "too_small"]
 
 
 class MediaError(VideoPoetError, ValueError):
@@ -86,6 +96,67 @@ class Clip:
         if self.frames is not None:
             return self.frames.shape[0] / self.fps
         return self.audio.shape[-1] / self.sample_rate  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_start(start: float) -> float:
+    if not (_is_real(start) and math.isfinite(start) and start >= 0):
+        raise ConfigError("start", start, "a finite time in seconds >= 0 from the file's start")
+    return float(start)
+
+
+def _check_fps(fps: float) -> float:
+    if not (_is_real(fps) and math.isfinite(fps) and fps > 0):
+        raise ConfigError("fps", fps, "a positive, finite frame rate")
+    return float(fps)
+
+
+def _check_sample_rate(sample_rate: int) -> int:
+    if not (_is_real(sample_rate) and math.isfinite(sample_rate) and sample_rate >= 1):
+        raise ConfigError("sample_rate", sample_rate, "a positive whole number of Hz (16000)")
+    if sample_rate != int(sample_rate):
+        raise ConfigError("sample_rate", sample_rate, "a whole number of Hz (16000)")
+    return int(sample_rate)
+
+
+def _check_count(field: str, value: int | None) -> int | None:
+    if value is not None and not (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    ):
+        raise ConfigError(field, value, "a positive whole number (or None: to the end)")
+    return value
+
+
+def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    expected = "(height, width): two positive whole numbers of pixels, or None"
+    try:
+        height, width = size
+    except (TypeError, ValueError):
+        raise ConfigError("size", size, expected) from None
+    for value in (height, width):
+        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError("size", size, expected)
+    return int(height), int(width)
+
+
+def _check_source_size(path: str | os.PathLike, frame, size: tuple[int, int], min_side: int):
+    """A picture smaller than ``min_side`` is refused rather than blown up to ``size``."""
+    if min(frame.width, frame.height) < min_side:
+        raise MediaError(
+            path,
+            "too_small",
+            f"is {frame.width}x{frame.height} pixels (width x height), smaller than "
+            f"{min_side} px on a side; scaling it up to {size[1]}x{size[0]} would only blur "
+            f"it (pass min_side=1 to accept it)",
+        )
 
 
 # ---------------------------------------------------------------------------- opening
@@ -141,16 +212,29 @@ def read_frames(
     size: tuple[int, int] | None = None,
     start: float = 0.0,
     frames: int | None = None,
+    min_side: int = MIN_SOURCE_SIDE,
 ) -> torch.Tensor:
     """Frames (T, H, W, 3) uint8 sampled at ``fps`` from ``start`` seconds.
 
     ``size=(height, width)`` resizes (area filter) so the picture covers the size and crops
-    the centre; ``frames`` stops after that many (default: to the end of the video).
+    the centre, scaling up as well as down; a source picture narrower or shorter than
+    ``min_side`` pixels (default 8, the tokenizer's patch) is then a :class:`MediaError`
+    (``too_small``), never a silently blown-up blur: pass ``min_side=1`` to accept any. Without
+    ``size`` the frames keep the file's size. ``frames`` stops after that many (default: to the
+    end of the video).
+
+    Bad arguments (``fps`` not positive and finite, a negative or non-finite ``start``,
+    ``frames`` < 1, a ``size`` side < 1) are a :class:`ConfigError` naming the argument; a
+    ``start`` at or past the end of the video is a :class:`MediaError` (``too_short``).
     """
     import av
 
-    if fps <= 0:
-        raise ConfigError("fps", fps, "a positive frame rate")
+    fps = _check_fps(fps)
+    size = _check_size(size)
+    start = _check_start(start)
+    frames = _check_count("frames", frames)
+    if _check_count("min_side", min_side) is None:
+        raise ConfigError("min_side", min_side, "a positive whole number of pixels (8)")
     out: list[np.ndarray] = []
     with _open(path) as container:
         if not container.streams.video:
@@ -173,6 +257,8 @@ def read_frames(
                         break
                 if frames is not None and len(out) >= frames:
                     break
+                if previous is None and size is not None:
+                    _check_source_size(path, frame, size, min_side)
                 previous = frame
             else:
                 end = _stream_end(stream, previous)
@@ -183,6 +269,14 @@ def read_frames(
                         break
         except av.error.FFmpegError as exc:
             raise MediaError(path, "corrupt", f"cannot decode its video ({exc})") from None
+        if not out and start > 0:
+            end = _stream_end(stream, previous) if previous is not None else None
+            if end is None and container.duration:
+                end = container.duration / 1e6
+            if end is not None and start >= end - 1e-6:
+                raise MediaError(
+                    path, "too_short", f"has {end:g} s of video; start={start:g} s is past its end"
+                )
     if not out:
         raise MediaError(path, "no_video", "has no decodable video frames")
     return torch.from_numpy(np.stack(out))
@@ -223,11 +317,19 @@ def read_audio(
 ) -> torch.Tensor:
     """Audio (1, samples) float in [-1, 1] at ``sample_rate`` (resampled with torchaudio).
 
-    Raises :class:`MediaError` (``no_audio``) when the file has no audio track.
+    ``start`` (seconds >= 0) and ``seconds`` (> 0, default: to the end) cut the track; a span
+    that runs past the end of the track is cut there (never padded; :func:`load_clip` pads a
+    clip's sound). Raises :class:`MediaError` (``no_audio``) when the file has no audio track
+    and (``too_short``) when ``start`` is at or past its end; a bad argument (a negative or
+    non-finite ``start`` or ``seconds``, ``sample_rate`` < 1) is a :class:`ConfigError`.
     """
     import av
     import torchaudio
 
+    sample_rate = _check_sample_rate(sample_rate)
+    start = _check_start(start)
+    if seconds is not None and not (_is_real(seconds) and math.isfinite(seconds) and seconds > 0):
+        raise ConfigError("seconds", seconds, "a positive, finite duration (or None: to the end)")
     chunks: list[np.ndarray] = []
     with _open(path) as container:
         if not container.streams.audio:
@@ -263,6 +365,11 @@ def read_audio(
     if native != sample_rate:
         audio = torchaudio.functional.resample(audio, native, sample_rate)
     first = round(start * sample_rate)
+    if first >= audio.shape[-1]:
+        length = audio.shape[-1] / sample_rate
+        raise MediaError(
+            path, "too_short", f"has {length:g} s of audio; start={start:g} s is past its end"
+        )
     last = None if seconds is None else first + round(seconds * sample_rate)
     return audio[:, first:last].clamp_(-1.0, 1.0).contiguous()
 
@@ -292,19 +399,30 @@ def load_clip(
     audio: bool | None = None,
     fps: float = FPS,
     sample_rate: int = SAMPLE_RATE,
+    min_side: int = MIN_SOURCE_SIDE,
 ) -> Clip:
     """One clip of ``format`` starting ``start`` seconds in.
 
     ``audio=True``: the clip needs sound (a file without an audio track is an error);
     ``None``: sound if the file has some; ``False``: no sound. A file shorter than the clip
-    is an error (``too_short``), never a silently shorter clip.
+    is an error (``too_short``), never a silently shorter clip, and so is a ``start`` at or past
+    its end; a negative ``start`` is a :class:`ConfigError`. A picture smaller than ``min_side``
+    pixels is an error (``too_small``), as in :func:`read_frames`.
     """
+    start = _check_start(start)
+    fps = _check_fps(fps)
+    sample_rate = _check_sample_rate(sample_rate)
     info = probe(path)
     if not info.has_video:
         raise MediaError(path, "no_video", "has no video stream")
     if audio and not info.has_audio:
         raise MediaError(path, "no_audio", "has no audio track, which this task needs")
-    frames = read_frames(path, fps, (format.height, format.width), start, format.frames)
+    if info.duration > 0 and start >= info.duration:
+        raise MediaError(
+            path, "too_short", f"lasts {info.duration:g} s; start={start:g} s is past its end"
+        )
+    size = (format.height, format.width)
+    frames = read_frames(path, fps, size, start, format.frames, min_side=min_side)
     if frames.shape[0] < format.frames:
         raise MediaError(
             path,

@@ -234,7 +234,7 @@ class Task:
             if entry.kind == "image":
                 out.visual[entry.name] = self.load_image(key, inputs[key], fmt)
             else:
-                frames = entry.frames or fmt.frames
+                frames = self.input_frames(entry, inputs, fmt)
                 clip = self.load_video(key, inputs[key], fmt, frames)
                 out.visual[entry.name] = self.condition_video(entry, clip, inputs, context)
                 if entry.kind == "masked_video":
@@ -243,6 +243,10 @@ class Task:
             seconds = self.condition_seconds(fmt)
             out.audio = self.load_audio("audio", inputs["audio"], context, seconds)
         return out
+
+    def input_frames(self, entry: VisualInput, inputs: dict[str, Any], fmt: Format) -> int:
+        """Frames a video input is cut to: its declared count, else the output's."""
+        return entry.frames or fmt.frames
 
     def condition_video(
         self, entry: VisualInput, clip: torch.Tensor, inputs: dict[str, Any], context: Context

@@ -31,26 +31,24 @@ class FramePrediction(Task):
     def extra_inputs(self) -> list[InputInfo]:
         return [InputInfo("condition_frames", "number", True, "frames given: 1, 5, 9, ...")]
 
-    def prepare(self, inputs: dict[str, Any], context: Context):  # noqa: ANN201
+    def input_frames(self, entry: VisualInput, inputs: dict[str, Any], fmt: Format) -> int:
+        """``condition_frames`` when given (checked), else the declared 5: only those are read,
+        so a 1-frame clip is enough for ``condition_frames=1``."""
         frames = inputs.get("condition_frames")
         if frames is None:
-            return super().prepare(inputs, context)
-        fmt = context.format
+            return super().input_frames(entry, inputs, fmt)
         try:
-            frames = int(frames)
+            count = int(frames)
         except (TypeError, ValueError):
-            frames = -1
-        if frames < 1 or (frames - 1) % 4 or frames >= fmt.frames:
+            count = -1
+        if count < 1 or (count - 1) % 4 or count >= fmt.frames:
             raise InputError(
                 self.name,
                 "condition_frames",
-                inputs.get("condition_frames"),
+                frames,
                 f"1 + 4k frames below the output's {fmt.frames} (1, 5, 9, ...)",
             )
-        rest = {k: v for k, v in inputs.items() if k != "condition_frames"}
-        out = super().prepare(rest, context)
-        out.visual["visual"] = self.load_video("video", inputs["video"], fmt, frames)
-        return out
+        return count
 
     def build_example(self, source: Source, fmt: Format, rng: random.Random) -> TaskExample:
         example = super().build_example(source, fmt, rng)

@@ -27,10 +27,19 @@ from torch import nn
 
 from videopoet.core.declarations import NAME_PATTERN, AudioTokenizerSpec
 from videopoet.core.errors import ConfigError
-from videopoet.core.serialization import load_pretrained, save_pretrained
+from videopoet.core.serialization import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_pretrained,
+    load_weights,
+    save_pretrained,
+    wrong_kind,
+)
 from videopoet.plugins.encodec_audio.patterns import flatten_levels, unflatten_levels
 
 KIND = "encodec_audio"  # written into config.json so a directory says what it holds
+#: slack on the [-1, 1] range check (as the video tokenizer's): resampling overshoots slightly
+RANGE_TOLERANCE = 1e-3
 
 
 class EncodecConfig(BaseModel):
@@ -196,14 +205,28 @@ class EncodecTokenizer(nn.Module):
 
     @torch.no_grad()
     def encode_codes(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, channels, samples) → codes (B, levels, frames), frames = samples // hop."""
-        emb = self.latents(self.frame(wav).to(self._device))
+        """(B, channels, samples) → codes (B, levels, frames), frames = samples // hop.
+
+        Samples outside ``[-1, 1]`` (beyond :data:`RANGE_TOLERANCE`) are a ConfigError, as the
+        video tokenizer's pixels are: the codec was fitted to audio in that range. (Training
+        passes through :meth:`forward`, which leaves the data's range to the trainer.)"""
+        wav = self.frame(wav)
+        if wav.numel():
+            lo, hi = (v.item() for v in wav.aminmax())
+            if not (lo >= -1 - RANGE_TOLERANCE and hi <= 1 + RANGE_TOLERANCE):
+                raise ConfigError(
+                    "wav.values",
+                    f"[{lo:.4g}, {hi:.4g}]",
+                    "samples in [-1, 1] (scale or clip louder audio first)",
+                )
+        emb = self.latents(wav.to(self._device))
         codes = self.codec.quantizer.vq.encode(emb, n_q=self.levels)  # (levels, B, frames)
         return codes.transpose(0, 1).contiguous()
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (B, levels, frames) → waveform (B, channels, frames * hop)."""
+        """Codes (B, levels, frames) → waveform (B, channels, frames * hop) clamped to [-1, 1]
+        (the decoder's own output can overshoot, an untrained one by ~50 %)."""
         codes = torch.as_tensor(codes, dtype=torch.long)
         if codes.dim() != 3 or codes.shape[1] != self.levels:
             raise ConfigError("codes", tuple(codes.shape), f"(batch, {self.levels}, frames)")
@@ -212,7 +235,7 @@ class EncodecTokenizer(nn.Module):
             got = f"[{int(codes.min())}, {int(codes.max())}]"
             raise ConfigError("codes", got, f"local ids in [0, {size})")
         emb = self.codec.quantizer.vq.decode(codes.to(self._device).transpose(0, 1))
-        return self.codec.decoder(emb)
+        return self.codec.decoder(emb).clamp(-1, 1)
 
     def latents(self, framed: torch.Tensor) -> torch.Tensor:
         """What the quantizer sees: the encoder's output (B, dimension, frames) of a framed
@@ -226,7 +249,8 @@ class EncodecTokenizer(nn.Module):
         return flatten_levels(self.encode_codes(wav))
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """Level-major local ids (B, levels * frames) → waveform (B, 1, frames * hop)."""
+        """Level-major local ids (B, levels * frames) → waveform (B, 1, frames * hop) in
+        [-1, 1]."""
         return self.decode_codes(unflatten_levels(torch.as_tensor(ids), self.levels))
 
     # ------------------------------------------------------------------ training
@@ -255,17 +279,24 @@ class EncodecTokenizer(nn.Module):
     def from_pretrained(
         cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
     ) -> EncodecTokenizer:
+        """Load a :meth:`save_pretrained` directory. Every problem is a :class:`ConfigError`
+        naming the file: a missing, corrupt or truncated ``model.safetensors`` or
+        ``config.json``, weights of another shape than the config's network, or a directory
+        holding another kind of checkpoint (a video tokenizer's, a prefix LM's)."""
+        directory = Path(directory)
         state, config = load_pretrained(directory, device)
-        if config.pop("kind", None) != KIND:
-            raise ConfigError("directory", str(directory), f"a {KIND} tokenizer checkpoint")
-        model = cls(config)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ConfigError(
-                "directory",
-                str(directory),
-                f"weights matching its config (missing {missing[:3]}, unexpected {unexpected[:3]})",
-            )
+        expected = f"a {KIND} audio tokenizer checkpoint"
+        if config.get("kind") != KIND:
+            raise wrong_kind(directory, config, expected)
+        config.pop("kind")
+        try:
+            model = cls(config)
+        except ConfigError as exc:
+            path = directory / CONFIG_NAME
+            raise ConfigError("path", str(path), f"{expected} config ({exc})") from None
+        load_weights(
+            model, state, directory / WEIGHTS_NAME, f"the weights of the network in {CONFIG_NAME}"
+        )
         return model.to(device).eval()
 
     @property

@@ -26,7 +26,14 @@ from torch import nn
 
 from videopoet.core.declarations import VisualTokenizerSpec
 from videopoet.core.errors import ConfigError
-from videopoet.core.serialization import load_pretrained, save_pretrained
+from videopoet.core.serialization import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_pretrained,
+    load_weights,
+    save_pretrained,
+    wrong_kind,
+)
 from videopoet.plugins.magvit.layers import (
     CausalConv3d,
     Downsample,
@@ -39,6 +46,7 @@ from videopoet.plugins.magvit.lfq import LFQ, LFQOutput, ids_to_codes
 
 #: slack on the [-1, 1] range check: resampling and colour conversion overshoot slightly
 RANGE_TOLERANCE = 1e-3
+KIND = "magvit"  #: written into config.json so a directory says what it holds
 TEMPORAL_FACTOR, SPATIAL_FACTOR = 4, 8
 
 
@@ -227,7 +235,8 @@ class MagvitTokenizer(nn.Module):
     # ------------------------------------------------------------------ persistence
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        return save_pretrained(directory, self, self.config_dict())
+        # ``kind`` says what the directory holds (an audio tokenizer's says encodec_audio)
+        return save_pretrained(directory, self, {"kind": KIND, **self.config_dict()})
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.model_dump(mode="json")
@@ -242,15 +251,32 @@ class MagvitTokenizer(nn.Module):
     def from_pretrained(
         cls, directory: str | os.PathLike, device: str | torch.device = "cpu"
     ) -> MagvitTokenizer:
-        """Load a :meth:`save_pretrained` directory or a training checkpoint directory."""
+        """Load a :meth:`save_pretrained` directory or a training checkpoint directory.
+
+        Every problem is a :class:`ConfigError` naming the file: a missing, corrupt or
+        truncated ``model.safetensors`` or ``config.json``, weights of another shape than the
+        config's network, or a directory holding another kind of checkpoint (an audio
+        tokenizer's, a prefix LM's). Directories saved before ``kind`` was recorded load too.
+        """
+        directory = Path(directory)
         state, config = load_pretrained(directory, device)
-        model = build_tokenizer(**config)
+        expected = f"a {KIND} video tokenizer checkpoint"
+        kind = config.pop("kind", None)
+        if kind not in (None, KIND):
+            raise wrong_kind(directory, {"kind": kind, **config}, expected)
+        try:
+            model = build_tokenizer(**config)
+        except ConfigError as exc:
+            path = directory / CONFIG_NAME
+            raise ConfigError("path", str(path), f"{expected} config ({exc})") from None
         # checkpoints of an adversarial run hold the tokenizer under "tokenizer." beside a critic
         if any(k.startswith("tokenizer.") for k in state):
             state = {
                 k[len("tokenizer.") :]: v for k, v in state.items() if k.startswith("tokenizer.")
             }
-        model.load_state_dict(state)
+        load_weights(
+            model, state, directory / WEIGHTS_NAME, f"the weights of the network in {CONFIG_NAME}"
+        )
         return model.to(device).eval()
 
 

@@ -57,6 +57,17 @@ def _check_texts(texts: Any) -> list[str]:
     bad = [t for t in texts if not isinstance(t, str)]
     if bad:
         raise ConfigError("texts", bad[0], "a list of strings")
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = f"U+{ord(text[exc.start]):04X}"
+            raise ConfigError(
+                f"texts[{index}]",
+                text,
+                f"valid Unicode text (a lone surrogate {char} at position {exc.start} cannot be "
+                "encoded; it often comes from decoding bytes with errors='surrogateescape')",
+            ) from None
     return texts
 
 

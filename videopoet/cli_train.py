@@ -1,0 +1,33 @@
+"""`videopoet tokenize` and `videopoet train`: the LM's data and trainer from YAML."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from videopoet.core.lm_training import tokenize_from_yaml
+
+    print(json.dumps(tokenize_from_yaml(args.config, args.overrides), default=str))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from videopoet.core.lm_training import train_lm_from_yaml
+
+    result = train_lm_from_yaml(args.config, args.overrides)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenize", help="tokenize a dataset into token shards for LM training")
+    p.add_argument("config", help="YAML config (see configs/lm/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. world.seed=1")
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("train", help="train the prefix LM on a task mixture from YAML")
+    p.add_argument("config", help="YAML config (see configs/lm/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
+    p.set_defaults(func=cmd_train)
