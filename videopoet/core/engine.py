@@ -10,9 +10,11 @@ registry, tokenizers from the bundle.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,7 @@ class Engine:
         self.audio, self.audio_spec = audio if audio is not None else (None, None)
         self.text_encoder, self.text_record = text_encoder, text_record
         self.formats = list(formats or [parse_format(f) for f in PAPER_FORMATS])
+        self._memo: dict | None = None
         self.registry = registry if registry is not None else get_registry()
 
     # ------------------------------------------------------------------ bundles
@@ -340,11 +343,29 @@ class Engine:
     @torch.no_grad()
     def encode_video(self, clip: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(3, T, H, W) → (1, N) ids; a mask (T, H, W) is applied first (COMMIT encoding:
-        hidden pixels become mid grey, so nothing hidden leaks into the condition)."""
+        hidden pixels become mid grey, so nothing hidden leaks into the condition).
+
+        Inside :meth:`reuse_encodings` an identical clip is encoded once (the tasks built from
+        one sample share their target clip)."""
         video = clip[None].to(_device(self.visual))
         if mask is not None:
             video = video.masked_fill(mask.to(video.device)[None, None], 0.0)
-        return self.visual.encode(video).cpu()
+        memo = self._memo
+        if memo is None:
+            return self.visual.encode(video).cpu()
+        key = (tuple(video.shape), hashlib.sha1(video.cpu().numpy().tobytes()).hexdigest())
+        if key not in memo:
+            memo[key] = self.visual.encode(video).cpu()
+        return memo[key]
+
+    @contextlib.contextmanager
+    def reuse_encodings(self) -> Iterator[None]:
+        """Encode each distinct clip once while the block runs (for tokenizing datasets)."""
+        self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = None
 
     @torch.no_grad()
     def encode_audio(self, wav: torch.Tensor, span: Any) -> torch.Tensor:

@@ -112,15 +112,8 @@ def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
         for i in range(count):
             item = world.sample(start + i, *_frames_hw(video_format), cfg)
             source = Source.from_world(item)
-            for t, task in enumerate(tasks):
-                seed = (start + i) * 1009 + t
-                spec = engine.registry.task(task)
-                fmt = engine.pick_format(
-                    spec, None if spec.target.visual == "image" else video_format
-                )
-                example = engine.build_example(task, source, fmt, seed)
-                writer.add(split, engine.encode_example(example))
-                bar.update(1)
+            with engine.reuse_encodings():
+                _tokenize_sample(engine, writer, split, source, tasks, start + i, video_format, bar)
     bar.close()
     path = writer.write({"bundle": str(config.bundle), "format": str(video_format)})
     return {
@@ -129,6 +122,15 @@ def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
         "groups": {s: sum(1 for (sp, _, _) in writer.groups if sp == s) for s, _, _ in splits},
         "examples": {s: len(tasks) * n for s, _, n in splits},
     }
+
+
+def _tokenize_sample(engine, writer, split, source, tasks, index, video_format, bar) -> None:
+    for t, task in enumerate(tasks):
+        spec = engine.registry.task(task)
+        fmt = engine.pick_format(spec, None if spec.target.visual == "image" else video_format)
+        example = engine.build_example(task, source, fmt, index * 1009 + t)
+        writer.add(split, engine.encode_example(example))
+        bar.update(1)
 
 
 def _frames_hw(fmt: Any) -> tuple[int, int, int]:
@@ -211,6 +213,8 @@ class MixtureSampler:
             batch["text_mask"] = torch.from_numpy(arrays["text_mask"][rows].copy())
             batch["text_start"] = group.text_start
         p = self.config.dropout.get(task, self.config.default_dropout) if dropout else 0.0
+        if not self.specs[task].cfg_drop:
+            p = 0.0  # nothing is dropped for guidance: no unconditional branch to train
         dropped = [rng.random() < p for _ in rows]
         if any(dropped):
             drop_conditions(batch, group, self.specs[task].cfg_drop, dropped)
@@ -224,7 +228,7 @@ def drop_conditions(
     """Remove the ``cfg_drop`` inputs from the rows marked True, as generation's
     unconditional branch does: text masked and zeroed; a span set to <pad>, masked as keys."""
     which = torch.tensor(rows)
-    key_mask = torch.ones(len(rows), group.prefix_length, dtype=torch.bool)
+    key_mask = torch.ones(batch["tokens"].shape, dtype=torch.bool)  # every key, target too
     for name in names:
         spans = (
             [s for n, s in group.conditions.items() if n not in ("text", "audio")]

@@ -1,0 +1,188 @@
+"""LM training: shards, alternating gradient descent, the stage schedule, condition dropout,
+exact resume, stale shards, task adaptation (issue 10)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+from videopoet.core.lm_training import (
+    LMTrainingConfig,
+    MixtureSampler,
+    TokenizeConfig,
+    WorldData,
+    tokenize,
+    train_lm,
+)
+from videopoet.data.shards import StaleShardsError, TokenShards, engine_identity
+
+TASKS = ["t2i", "uncond_image", "t2v", "fp", "inpaint", "a2v", "reverse"]
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards") / "tiny"
+    data = WorldData(examples_per_task=6, eval_examples_per_task=2)
+    config = TokenizeConfig(bundle=str(tiny_bundle), out=str(out), tasks=TASKS, world=data)
+    tokenize(config, progress=False)
+    return out
+
+
+def _config(tiny_bundle, shards, tmp_path, **train):
+    settings = {"steps": 6, "batch_size": 3, "out_dir": str(tmp_path / "run"), "progress": False}
+    settings |= {"checkpoint_every": 3, "eval_every": 3, "lr": 3e-3, "num_threads": 1}
+    return {"bundle": str(tiny_bundle), "shards": str(shards), "train": settings | train}
+
+
+def test_shards_hold_every_task_in_groups_of_one_length(shards, tiny_engine):
+    data = TokenShards(shards, engine_identity(tiny_engine))
+    assert data.tasks() == sorted(TASKS) and data.tasks("eval") == sorted(TASKS)
+    for group in data.of("train"):
+        tokens = data.arrays(group)["tokens"]
+        assert tokens.shape == (group.count, group.length)
+        assert (tokens[:, 0] == tiny_engine.vocab.id("<bos>")).all()
+    assert sum(g.count for g in data.of("train", "t2v")) == 6
+    assert len(data.of("train", "fp")) > 1  # condition frames vary: one group per length
+
+
+def test_agd_batches_never_mix_task_or_length_and_have_no_padding(shards, tiny_engine):
+    data = TokenShards(shards)
+    config = LMTrainingConfig(bundle="b", shards=str(shards), train={"batch_size": 4})
+    sampler = MixtureSampler(data, config, tiny_engine.registry)
+    for step in range(40):
+        batch = sampler.batch(step)
+        group = next(g for g in data.of("train", batch["task"]) if g.key == batch["group"])
+        assert batch["tokens"].shape == (4, group.length)
+        assert batch["prefix_length"] == group.prefix_length
+        target = batch["tokens"][:, group.prefix_length :]
+        assert (target != 0).all(), "a target position holds <pad>"
+
+
+def test_stage_schedule_mixture_over_many_steps(shards, tiny_engine):
+    config = LMTrainingConfig(bundle="b", shards=str(shards), train={"steps": 4000})
+    sampler = MixtureSampler(TokenShards(shards), config, tiny_engine.registry)
+    image = {"t2i", "uncond_image"}
+
+    def share(steps):
+        picks = [sampler.pick_task(random.Random(s), s) for s in steps]
+        return sum(p in image for p in picks) / len(picks)
+
+    assert share(range(0, 1000)) == pytest.approx(0.9, abs=0.03)  # first quarter: images
+    assert share(range(1000, 4000)) == pytest.approx(0.1, abs=0.03)
+    counts = Counter(sampler.pick_task(random.Random(s), s) for s in range(1000, 4000))
+    video = [t for t in TASKS if t not in image]
+    assert min(counts[t] for t in video) > 0.6 * 2700 / len(video)
+
+
+def test_condition_dropout_rate_and_what_it_drops(shards, tiny_engine):
+    config = LMTrainingConfig(
+        bundle="b", shards=str(shards), dropout={"t2v": 0.3, "a2v": 0.5}, train={"batch_size": 8}
+    )
+    sampler = MixtureSampler(TokenShards(shards), config, tiny_engine.registry)
+    dropped = [sampler.task_batch("t2v", random.Random(k))["dropped"] for k in range(100)]
+    assert sum(dropped) / 800 == pytest.approx(0.3, abs=0.05)
+    batch = sampler.task_batch("t2v", random.Random(3))
+    rows = batch["text_mask"].any(1)
+    assert (~rows).sum() == batch["dropped"] and batch["dropped"] > 0
+    assert (batch["text_embeddings"][~rows] == 0).all()
+    # an audio condition is replaced by <pad> and masked as keys (the unconditional branch)
+    for k in range(20):
+        batch = sampler.task_batch("a2v", random.Random(k))
+        if batch["dropped"]:
+            break
+    hidden = ~batch["key_mask"]
+    assert hidden.any() and (batch["tokens"][hidden] == 0).all()
+    assert hidden[:, batch["prefix_length"] :].sum() == 0
+    # a task with nothing to drop for guidance (frame prediction) is never dropped
+    assert all(sampler.task_batch("fp", random.Random(k))["dropped"] == 0 for k in range(10))
+
+
+def test_bad_mixture_and_dropout_name_the_field(shards, tiny_engine):
+    from videopoet.core.errors import ConfigError
+
+    data = TokenShards(shards)
+    bad = LMTrainingConfig(bundle="b", shards="s", mixture={"t2x": 1.0})
+    with pytest.raises(ConfigError, match="mixture"):
+        MixtureSampler(data, bad, tiny_engine.registry)
+    bad = LMTrainingConfig(bundle="b", shards="s", dropout={"t2v": 1.5})
+    with pytest.raises(ConfigError, match=r"dropout.t2v"):
+        MixtureSampler(data, bad, tiny_engine.registry)
+
+
+def test_stale_shards_are_refused(shards, tiny_bundle, tmp_path):
+    meta = json.loads((shards / "meta.json").read_text())
+    copy = tmp_path / "stale"
+    import shutil
+
+    shutil.copytree(shards, copy)
+    meta["identity"]["visual_tokenizer"]["weights"] = "0" * 16
+    (copy / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StaleShardsError, match="visual_tokenizer"):
+        train_lm(_config(tiny_bundle, copy, tmp_path))
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_bundle(shards, tiny_bundle, tmp_path):
+    from videopoet.core.engine import Engine
+
+    result = train_lm(_config(tiny_bundle, shards, tmp_path, steps=30, eval_every=30))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    assert losses[-1] < losses[0] - 0.5
+    assert any(k.startswith("loss/") for k in lines[0])  # the loss per task is logged
+    engine = Engine.from_pretrained(result["bundle"])
+    out = engine.generate("t2v", text="a red square moves left on a dark blue background", seed=0)
+    assert out.video.shape == (1, 3, 17, 64, 64)
+
+
+def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(
+    shards, tiny_bundle, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    from videopoet.core import lm_training
+
+    whole = train_lm(_config(tiny_bundle, shards, tmp_path / "a", log_every=1))
+    real, calls = lm_training.lm_task_loss, []
+
+    def killed_at_step_five(model, batch):
+        calls.append(torch.is_grad_enabled())  # evaluation runs without gradients
+        if sum(calls) == 5:
+            raise KeyboardInterrupt  # as a kill: the last checkpoint is step 3
+        return real(model, batch)
+
+    monkeypatch.setattr(lm_training, "lm_task_loss", killed_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(_config(tiny_bundle, shards, tmp_path / "b", log_every=1))
+    monkeypatch.setattr(lm_training, "lm_task_loss", real)
+    resumed = train_lm(_config(tiny_bundle, shards, tmp_path / "b", log_every=1))
+    assert resumed["resumed_from"] == 3
+
+    def losses(run):
+        lines = (tmp_path / run / "run" / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"]) for r in map(json.loads, lines) if "loss" in r]
+
+    assert losses("a") == losses("b") and len(losses("a")) == 6
+    a = load_file(str(tmp_path / "a" / "run" / "bundle" / "lm" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "run" / "bundle" / "lm" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert whole["step"] == resumed["step"] == 6
+
+
+def test_task_adaptation_on_the_example_plugins_task(shards, tiny_bundle, tmp_path):
+    config = _config(tiny_bundle, shards, tmp_path, steps=8)
+    config["mixture"] = {"reverse": 1.0}
+    result = train_lm(config)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "loss/reverse" in lines and "loss/t2v" not in lines.split('"eval"')[0]
+    adapted = train_lm(
+        {
+            **_config(tiny_bundle, shards, tmp_path / "second", steps=4),
+            "bundle": result["bundle"],
+            "mixture": {"reverse": 1.0},
+        }
+    )
+    assert adapted["step"] == 4
