@@ -298,10 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
     p.set_defaults(func=cmd_train_tokenizer)
 
-    from videopoet import cli_generate, cli_train
+    from videopoet import cli_evaluate, cli_generate, cli_train
 
     cli_generate.add_parsers(sub)
     cli_train.add_parsers(sub)
+    cli_evaluate.add_parsers(sub)
     return parser
 
 

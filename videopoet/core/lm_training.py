@@ -92,7 +92,6 @@ def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
     from videopoet.core.engine import Engine
     from videopoet.data import world
     from videopoet.data.shards import ShardWriter, engine_identity
-    from videopoet.tasks.base import Source
 
     engine = Engine.from_pretrained(config.bundle)
     tasks = config.tasks or engine.tasks()
@@ -108,12 +107,18 @@ def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
     )
     total = len(tasks) * sum(n for _, _, n in splits)
     bar = tqdm(total=total, desc="tokenize", disable=not progress, dynamic_ncols=True)
+    chunk = 8  # samples tokenized together: their clips are encoded in batches
     for split, start, count in splits:
-        for i in range(count):
-            item = world.sample(start + i, *_frames_hw(video_format), cfg)
-            source = Source.from_world(item)
+        for first in range(0, count, chunk):
+            indices = range(start + first, start + min(count, first + chunk))
             with engine.reuse_encodings():
-                _tokenize_sample(engine, writer, split, source, tasks, start + i, video_format, bar)
+                built = [_build_examples(engine, tasks, i, video_format, cfg) for i in indices]
+                clips = [pair for examples in built for ex in examples for pair in _clips(ex)]
+                engine.prime_encodings(clips)
+                for examples in built:
+                    for example in examples:
+                        writer.add(split, engine.encode_example(example))
+                        bar.update(1)
     bar.close()
     path = writer.write({"bundle": str(config.bundle), "format": str(video_format)})
     return {
@@ -124,13 +129,26 @@ def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
     }
 
 
-def _tokenize_sample(engine, writer, split, source, tasks, index, video_format, bar) -> None:
+def _build_examples(engine: Any, tasks: list[str], index: int, video_format: Any, cfg: Any) -> list:
+    from videopoet.data import world
+    from videopoet.tasks.base import Source
+
+    source = Source.from_world(world.sample(index, *_frames_hw(video_format), cfg))
+    out = []
     for t, task in enumerate(tasks):
         spec = engine.registry.task(task)
         fmt = engine.pick_format(spec, None if spec.target.visual == "image" else video_format)
-        example = engine.build_example(task, source, fmt, index * 1009 + t)
-        writer.add(split, engine.encode_example(example))
-        bar.update(1)
+        out.append(engine.build_example(task, source, fmt, index * 1009 + t))
+    return out
+
+
+def _clips(example: Any) -> list[tuple[torch.Tensor, Any]]:
+    """The (clip, mask) pairs ``encode_example`` will encode for ``example``."""
+    conditions = example.conditions
+    pairs = [(clip, conditions.masks.get(name)) for name, clip in conditions.visual.items()]
+    if example.video is not None:
+        pairs.append((example.video, None))
+    return pairs
 
 
 def _frames_hw(fmt: Any) -> tuple[int, int, int]:

@@ -1,0 +1,538 @@
+"""Evaluate a bundle on the world's held-out split with the analyser (docs/evaluation.md).
+
+For each task it can run, a bundle generates from ``N`` held-out world samples (indices
+``EVAL_OFFSET + i``) and the :mod:`analyser <videopoet.data.analyser>` measures the output
+against the sample's ground truth; the same is done, side by side, with an **untrained** LM of
+the same config (seeded like ``Engine.create``, the same tokenizers and text encoder), so a
+figure always comes with the value it has by chance.
+
+- **Metric functions** (:func:`psnr`, :func:`caption_matches`, :func:`position_errors`,
+  :func:`flow_epe`, :func:`pitch_height`) compare media with media or with ground truth; they
+  are tested to give their perfect score on ground truth and a poor one on noise.
+- **Probes** (:data:`PROBES`): per task, the inputs drawn from a world sample and the figure
+  measured on the output. A figure that cannot be measured (no object found, no voiced sound,
+  a height that never changes) is a miss: it is left out of means and counted in
+  ``<task>_measured``; accuracies count a miss as wrong.
+- :func:`evaluate` runs them and returns an :class:`Evaluation` (``to_json``, ``rows``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from videopoet.core.errors import ConfigError, VideoPoetError
+from videopoet.data import analyser, world
+
+#: PSNR of identical media (dB), so that every figure is a finite number
+PSNR_CAP = 100.0
+#: motions along which the object's height changes: pitch-height correlation is defined
+VERTICAL = ("up", "down", "bouncing")
+#: how far a2v / v2a look for vertically moving held-out clips, per seed asked for
+SCAN_FACTOR = 64
+
+#: every figure: key -> (task, what it measures); the JSON holds all of them (null if unmeasured)
+FIGURES: dict[str, tuple[str, str]] = {
+    "t2v_color_acc": ("t2v", "object colour = caption's (fraction of clips)"),
+    "t2v_shape_acc": ("t2v", "object shape = caption's (fraction of clips)"),
+    "t2v_direction_acc": ("t2v", "motion class = caption's (fraction of clips)"),
+    "t2v_found": ("t2v", "clips with an object found"),
+    "fp_position_error": ("fp", "object centre error after the condition (px)"),
+    "fp_measured": ("fp", "clips with the object found after the condition"),
+    "inpaint_psnr": ("inpaint", "PSNR inside the hidden box (dB)"),
+    "outpaint_psnr": ("outpaint", "PSNR inside the hidden border (dB)"),
+    "stylize_flow_epe": ("stylize", "DIS flow end-point error, output vs input (px)"),
+    "a2v_corr": ("a2v", "object height vs input pitch (Pearson)"),
+    "a2v_measured": ("a2v", "clips with a defined correlation"),
+    "v2a_corr": ("v2a", "input height vs generated pitch (Pearson)"),
+    "v2a_measured": ("v2a", "clips with a defined correlation"),
+    "i2v_first_frame_psnr": ("i2v", "frame 0 vs the given image (dB)"),
+    "visual_tokenizer_psnr": ("tokenizer", "encode/decode of the same clips (dB)"),
+}
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR (dB) of two clips in ``[-1, 1]`` read as ``[0, 1]`` pixels, capped at
+    :data:`PSNR_CAP`; ``mask`` (broadcast to the clips, True = counted) limits it to a region.
+    NaN if the mask is empty."""
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    if a.shape != b.shape:
+        raise ConfigError("video", tuple(a.shape), f"the reference's shape {tuple(b.shape)}")
+    err = ((a - b) / 2) ** 2
+    if mask is not None:
+        mask = torch.broadcast_to(mask.bool().cpu(), err.shape)
+        if not mask.any():
+            return math.nan
+        err = err[mask]
+    mse = float(err.mean())
+    return PSNR_CAP if mse <= 10 ** (-PSNR_CAP / 10) else 10 * math.log10(1 / mse)
+
+
+def caption_matches(video: torch.Tensor, item: world.WorldSample) -> dict[str, float]:
+    """1/0 per attribute: does the clip's object have the sample's colour, shape and motion
+    (what its caption names); ``found`` 1 if an object was found at all (else all are 0)."""
+    seen = analyser.analyse_video(video)
+    return {
+        "found": float(seen.found),
+        "color": float(seen.color == item.color),
+        "shape": float(seen.shape == item.shape),
+        "direction": float(seen.motion == item.motion),
+    }
+
+
+def position_errors(video: torch.Tensor, item: world.WorldSample, start: int = 0) -> np.ndarray:
+    """Per frame from ``start``: distance (px) of the clip's object centre to the sample's
+    true centre, NaN where no object is found."""
+    seen = analyser.analyse_video(video)
+    truth = item.centers.numpy()[: seen.frames]
+    error = np.linalg.norm(seen.centers - truth, axis=1)
+    return error[start:]
+
+
+def flow_epe(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean end-point error (px) between the DIS optical flows of two clips (3, T, H, W):
+    0 when the output moves exactly like the reference."""
+    from videopoet.plugins.structure import optical_flow
+
+    if output.shape[1] < 2:
+        return math.nan
+    a = optical_flow(output.float().cpu())[:-1]  # the last frame repeats the one before
+    b = optical_flow(reference.float().cpu())[:-1]
+    return float(torch.linalg.vector_norm(a - b, dim=1).mean())
+
+
+def pitch_height(video: torch.Tensor, audio: torch.Tensor, sample_rate: int) -> float:
+    """Pearson correlation of the object's height and the sound's log-pitch (NaN if undefined)."""
+    return analyser.pitch_height_correlation(video, audio, sample_rate=sample_rate)
+
+
+# ---------------------------------------------------------------------------- probes
+
+
+@dataclass
+class Output:
+    """What one generation gave: ``video`` (3, T, H, W) and/or ``audio`` (samples,)."""
+
+    video: torch.Tensor | None
+    audio: torch.Tensor | None
+    sample_rate: int
+
+
+class Probe:
+    """How one task is evaluated: its inputs from a world sample, its figure on the output."""
+
+    task: str = ""
+
+    def picks(self, item: world.WorldSample) -> bool:
+        """Whether a held-out sample is used (by default every one)."""
+        return True
+
+    def inputs(self, item: world.WorldSample, n: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def measure(self, out: Output, item: world.WorldSample, given: dict[str, Any]) -> dict:
+        """Per-sample values (NaN where unmeasured)."""
+        raise NotImplementedError
+
+    def summarize(self, rows: list[dict]) -> dict[str, float | None]:
+        raise NotImplementedError
+
+
+class TextToVideo(Probe):
+    task = "t2v"
+
+    def inputs(self, item, n):
+        return {"text": item.caption}
+
+    def measure(self, out, item, given):
+        return caption_matches(out.video, item)
+
+    def summarize(self, rows):
+        return {
+            "t2v_color_acc": _mean(r["color"] for r in rows),
+            "t2v_shape_acc": _mean(r["shape"] for r in rows),
+            "t2v_direction_acc": _mean(r["direction"] for r in rows),
+            "t2v_found": int(sum(r["found"] for r in rows)),
+        }
+
+
+class FramePrediction(Probe):
+    task = "fp"
+    condition_frames = 5
+
+    def inputs(self, item, n):
+        return {"video": item.video, "condition_frames": self.condition_frames}
+
+    def measure(self, out, item, given):
+        error = position_errors(out.video, item, self.condition_frames)
+        found = np.isfinite(error)
+        return {"error": float(error[found].mean()) if found.any() else math.nan}
+
+    def summarize(self, rows):
+        errors = [r["error"] for r in rows]
+        return {
+            "fp_position_error": _mean(errors),
+            "fp_measured": int(sum(math.isfinite(e) for e in errors)),
+        }
+
+
+class Inpaint(Probe):
+    """The centre box, half the height and half the width (a quarter of the frame)."""
+
+    task = "inpaint"
+
+    def mask(self, item) -> torch.Tensor:
+        _, frames, height, width = item.video.shape
+        mask = torch.zeros(frames, height, width, dtype=torch.bool)
+        mask[:, height // 4 : height // 4 + height // 2, width // 4 : width // 4 + width // 2] = 1
+        return mask
+
+    def inputs(self, item, n):
+        return {"video": item.video, "mask": self.mask(item)}
+
+    def measure(self, out, item, given):
+        return {"psnr": psnr(out.video, item.video, given["mask"][None])}
+
+    def summarize(self, rows):
+        return {f"{self.task}_psnr": _mean(r["psnr"] for r in rows)}
+
+
+class Outpaint(Inpaint):
+    """A quarter of the frame hidden at a border; the side changes from sample to sample."""
+
+    task = "outpaint"
+    directions = ("left", "right", "top", "bottom", "horizontal", "vertical")
+    amount = 0.25
+
+    def inputs(self, item, n):
+        return {"video": item.video, "direction": self.directions[n % 6], "amount": self.amount}
+
+    def measure(self, out, item, given):
+        from videopoet.tasks.masks import border_mask
+
+        _, frames, height, width = item.video.shape
+        mask = border_mask(frames, height, width, given["direction"], given["amount"])
+        return {"psnr": psnr(out.video, item.video, mask[None])}
+
+
+class Stylize(Probe):
+    """Text and the clip (its structure is computed by the task); no first frame."""
+
+    task = "stylize"
+
+    def inputs(self, item, n):
+        return {"text": item.caption, "video": item.video}
+
+    def measure(self, out, item, given):
+        return {"epe": flow_epe(out.video, item.video)}
+
+    def summarize(self, rows):
+        return {"stylize_flow_epe": _mean(r["epe"] for r in rows)}
+
+
+class AudioToVideo(Probe):
+    """Held-out clips whose object moves vertically (elsewhere the height is constant and the
+    correlation undefined)."""
+
+    task = "a2v"
+
+    def picks(self, item):
+        return item.motion in VERTICAL
+
+    def inputs(self, item, n):
+        return {"audio": item.audio}
+
+    def measure(self, out, item, given):
+        return {"corr": pitch_height(out.video, item.audio, item.sample_rate)}
+
+    def summarize(self, rows):
+        values = [r["corr"] for r in rows]
+        return {
+            f"{self.task}_corr": _mean(values),
+            f"{self.task}_measured": int(sum(math.isfinite(v) for v in values)),
+        }
+
+
+class VideoToAudio(AudioToVideo):
+    task = "v2a"
+
+    def inputs(self, item, n):
+        return {"video": item.video}
+
+    def measure(self, out, item, given):
+        return {"corr": pitch_height(item.video, out.audio, out.sample_rate)}
+
+
+class ImageToVideo(Probe):
+    task = "i2v"
+
+    def inputs(self, item, n):
+        return {"image": item.video[:, :1]}
+
+    def measure(self, out, item, given):
+        return {"psnr": psnr(out.video[:, :1], item.video[:, :1])}
+
+    def summarize(self, rows):
+        return {"i2v_first_frame_psnr": _mean(r["psnr"] for r in rows)}
+
+
+#: the evaluated tasks, in the order they run
+PROBES: dict[str, Probe] = {
+    p.task: p
+    for p in (
+        TextToVideo(),
+        FramePrediction(),
+        Inpaint(),
+        Outpaint(),
+        Stylize(),
+        AudioToVideo(),
+        VideoToAudio(),
+        ImageToVideo(),
+    )
+}
+
+
+# ---------------------------------------------------------------------------- running
+
+
+@dataclass
+class Evaluation:
+    """Figures of a bundle and of its untrained twin on the same held-out samples."""
+
+    format: str
+    seeds: int
+    tasks: list[str]
+    figures: dict[str, float | int | None]
+    untrained: dict[str, float | int | None] | None
+    skipped: dict[str, str] = field(default_factory=dict)
+    sampling: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    rows: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # model -> task -> rows
+
+    def to_json(self, bundle: str = "") -> dict[str, Any]:
+        return {
+            "bundle": bundle,
+            "format": self.format,
+            "seeds": self.seeds,
+            "tasks": self.tasks,
+            **self.figures,
+            "untrained": self.untrained,
+            "skipped": self.skipped,
+            "sampling": self.sampling,
+            "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+        }
+
+    def table(self) -> list[tuple[str, str, str, str]]:
+        """(task, figure, bundle, untrained) rows of the evaluated figures, as text."""
+
+        def shown(value: Any) -> str:
+            if value is None:
+                return "-"
+            return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+        done = set(self.tasks) | {"tokenizer"}
+        other = self.untrained or {}
+        return [
+            (task, key, shown(self.figures.get(key)), shown(other.get(key)))
+            for key, (task, _) in FIGURES.items()
+            if task in done
+        ]
+
+
+def video_format(engine: Any, format: str | None = None) -> Any:
+    """The bundle's first video format, or ``format`` when it is one of the bundle's."""
+    from videopoet.core.declarations import parse_format
+
+    videos = [f for f in engine.formats if not f.is_image]
+    shown = ", ".join(str(f) for f in engine.formats)
+    if format is None:
+        if not videos:
+            raise ConfigError("format", None, f"a video format; the bundle serves {shown}")
+        return videos[0]
+    fmt = parse_format(format)
+    if fmt not in videos:
+        raise ConfigError("format", format, f"one of the bundle's video formats: {shown}")
+    return fmt
+
+
+def untrained_engine(engine: Any, init_seed: int = 0) -> Any:
+    """The same bundle with a freshly initialised LM: same config, vocabulary, tokenizers and
+    text encoder, weights drawn as ``Engine.create(seed=init_seed)`` draws them."""
+    from videopoet.core.engine import Engine
+
+    lm = engine.lm
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        fresh = type(lm)(lm.config)
+    parameter = next(lm.parameters())
+    fresh = fresh.to(device=parameter.device, dtype=parameter.dtype).eval()
+    fresh.vocab = lm.vocab
+    return Engine(
+        fresh,
+        visual=(engine.visual, engine.visual_spec) if engine.visual is not None else None,
+        audio=(engine.audio, engine.audio_spec) if engine.audio is not None else None,
+        text_encoder=engine.text_encoder,
+        text_record=engine.text_record,
+        formats=engine.formats,
+        registry=engine.registry,
+    )
+
+
+def held_out(
+    probe: Probe, seeds: int, fmt: Any, config: world.WorldConfig | None, cache: dict
+) -> list[tuple[int, world.WorldSample]]:
+    """The first ``seeds`` held-out samples ``(i, sample)`` the probe picks (index
+    ``EVAL_OFFSET + i``); fewer if the scan finds fewer."""
+    picked: list[tuple[int, world.WorldSample]] = []
+    for i in range(seeds * SCAN_FACTOR):
+        if len(picked) == seeds:
+            break
+        if i not in cache:
+            cache[i] = world.sample(
+                world.EVAL_OFFSET + i, fmt.frames, fmt.height, fmt.width, config
+            )
+        if probe.picks(cache[i]):
+            picked.append((i, cache[i]))
+    return picked
+
+
+def tokenizer_psnr(engine: Any, items: list[world.WorldSample], fmt: Any) -> float | None:
+    """Mean PSNR of the visual tokenizer's encode/decode of the clips."""
+    if engine.visual is None:
+        return None
+    shape = engine.visual_spec.latent_shape(fmt.frames, fmt.height, fmt.width)
+    values = []
+    for item in items:
+        decoded = engine.decode_video(engine.encode_video(item.video), shape)[0]
+        values.append(psnr(decoded.clamp(-1, 1), item.video))
+    return _mean(values)
+
+
+def evaluate(
+    engine: Any,
+    *,
+    seeds: int = 8,
+    tasks: list[str] | None = None,
+    format: str | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    cfg_scale: float = 1.0,
+    untrained: bool = True,
+    init_seed: int = 0,
+    world_config: world.WorldConfig | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Figures of ``engine`` (and of its untrained twin) on ``seeds`` held-out samples per task.
+
+    ``tasks``: names from :data:`PROBES` (default all); a task the bundle cannot run, or that
+    fails with a user-facing error (say, a layout longer than the LM's context), is listed in
+    ``skipped`` with the reason and its figures are null. Generation ``n`` of a task uses
+    sampling seed ``n`` for both models.
+    """
+    from tqdm.auto import tqdm
+
+    if seeds < 1:
+        raise ConfigError("seeds", seeds, "at least 1")
+    wanted = list(PROBES) if tasks is None else list(dict.fromkeys(tasks))
+    unknown = [t for t in wanted if t not in PROBES]
+    if unknown:
+        raise ConfigError("tasks", ",".join(unknown), f"tasks among {', '.join(PROBES)}")
+    fmt = video_format(engine, format)
+    servable = set(engine.tasks())
+    skipped = {t: "the bundle cannot run it" for t in wanted if t not in servable}
+    runnable = [t for t in wanted if t in servable]
+    cache: dict[int, world.WorldSample] = {}
+    plans = {t: held_out(PROBES[t], seeds, fmt, world_config, cache) for t in runnable}
+    for task, plan in plans.items():
+        if not plan:
+            skipped[task] = "no held-out sample it can be measured on"
+    models = [("bundle", engine)]
+    if untrained:
+        models.append(("untrained", untrained_engine(engine, init_seed)))
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "cfg_scale": cfg_scale}
+    total = sum(len(p) for p in plans.values()) * len(models) + seeds
+    timings: dict[str, float] = {}
+    rows: dict[str, dict[str, list[dict]]] = {name: {} for name, _ in models}
+    with tqdm(total=total, desc="evaluate", unit="clip", disable=not progress) as bar:
+        for name, model in models:
+            for task in runnable:
+                if task in skipped or not plans[task]:
+                    continue
+                probe, began = PROBES[task], time.perf_counter()
+                bar.set_postfix_str(f"{name} {task}")
+                try:
+                    rows[name][task] = _run_probe(model, probe, plans[task], fmt, sampling, bar)
+                except VideoPoetError as exc:
+                    skipped[task] = f"{type(exc).__name__}: {exc}"
+                    for other in rows.values():
+                        other.pop(task, None)
+                timings[f"{name}/{task}"] = time.perf_counter() - began
+        began = time.perf_counter()
+        bar.set_postfix_str("visual tokenizer")
+        items = [item for _, item in held_out(Probe(), seeds, fmt, world_config, cache)]
+        visual_psnr = tokenizer_psnr(engine, items, fmt)
+        bar.update(seeds)
+        timings["visual_tokenizer"] = time.perf_counter() - began
+
+    def figures(model: str) -> dict[str, float | int | None]:
+        out: dict[str, float | int | None] = {key: None for key in FIGURES}
+        for task, task_rows in rows[model].items():
+            if task not in skipped:
+                out.update(PROBES[task].summarize(task_rows))
+        out["visual_tokenizer_psnr"] = _finite_or_none(visual_psnr)
+        return out
+
+    return Evaluation(
+        format=str(fmt),
+        seeds=seeds,
+        tasks=[t for t in runnable if t not in skipped],
+        figures=figures("bundle"),
+        untrained=figures("untrained") if untrained else None,
+        skipped=skipped,
+        sampling=sampling,
+        timings=timings,
+        rows=rows,
+    )
+
+
+def _run_probe(
+    engine: Any,
+    probe: Probe,
+    plan: list[tuple[int, world.WorldSample]],
+    fmt: Any,
+    sampling: dict[str, Any],
+    bar: Any,
+) -> list[dict]:
+    out_rows = []
+    for n, (i, item) in enumerate(plan):
+        given = probe.inputs(item, n)
+        result = engine.generate(probe.task, format=fmt, seed=n, **sampling, **given)
+        sample_rate = getattr(result, "sample_rate", world.SAMPLE_RATE)
+        output = Output(
+            None if result.video is None else result.video[0],
+            None if result.audio is None else result.audio[0],
+            sample_rate,
+        )
+        row = probe.measure(output, item, given)
+        out_rows.append({"index": world.EVAL_OFFSET + i, **row})
+        bar.update(1)
+    return out_rows
