@@ -76,7 +76,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         import torch
 
         longer = [
-            engine.extend(video, args.extend, seed=args.seed, temperature=args.temperature)
+            engine.extend(
+                video,
+                args.extend,
+                seed=args.seed,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+            )
             for video in result.video
         ]
         result.video = torch.stack(longer)

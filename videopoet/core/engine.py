@@ -149,6 +149,13 @@ class Engine:
         visual = audio = (None, None)
         if config.visual_tokenizer:
             visual = load_tokenizer(directory / VISUAL_DIR, "visual", registry, device)
+            for fmt in config.format_list:
+                try:
+                    visual[1].latent_shape(fmt.frames, fmt.height, fmt.width)
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"{directory / 'bundle.json'}: formats", str(fmt), str(exc)
+                    ) from None
         if config.audio_tokenizer:
             audio = load_tokenizer(directory / AUDIO_DIR, "audio", registry, device)
         lm = load_lm(
@@ -502,6 +509,10 @@ class Engine:
         began = time.perf_counter()
         behaviour = self.check_inputs(task, inputs)
         spec = behaviour.spec
+        if cfg_scale != 1.0 and not spec.cfg_drop:
+            raise ConfigError(
+                "cfg_scale", cfg_scale, f"1.0: task {task} has no condition to drop for guidance"
+            )
         fmt = self.pick_format(spec, format)
         self.layout(spec, fmt)  # the declared layout must fit before any file is read
         sample_rate = self.audio_spec.sample_rate if self.audio is not None else 16_000

@@ -96,8 +96,9 @@ def build_prompt(
         if not dropped:
             raise ConfigError(
                 "cfg_scale",
-                "≠ 1",
-                f"1.0: task {layout.task.name} has no condition to drop (cfg_drop={drop})",
+                "a value other than 1",
+                f"1.0: task {layout.task.name} has no condition to drop for guidance "
+                f"(cfg_drop={list(drop)})",
             )
         uncond = tokens.clone()
         key_mask = torch.ones(2 * batch, layout.prefix_length, dtype=torch.bool)

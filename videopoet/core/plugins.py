@@ -243,8 +243,9 @@ class _Loader:
                 factors = sorted({t.temporal_factor for t in visual})
                 self.fail(
                     info,
-                    f"task {name}: condition frames {wanted} fit no installed video tokenizer "
-                    f"(they take 1 + k x {factors} frames: 1, 5, 9, ...)",
+                    f"task {name}: condition frames {', '.join(map(str, wanted))} fit no "
+                    "installed video tokenizer (they take 1 + k x "
+                    f"{' or '.join(map(str, factors))} frames: 1, 5, 9, ...)",
                     PluginError(name),
                 )
 

@@ -164,6 +164,8 @@ class Task:
     """
 
     spec: ClassVar[TaskSpec]
+    #: how often a training example leaves out each optional input (docs/tasks.md)
+    optional_drop: ClassVar[float] = 0.3
 
     def __init__(self, spec: TaskSpec | None = None) -> None:
         if spec is not None:
@@ -394,6 +396,7 @@ class Task:
                 out.visual[entry.name] = self.source_structure(source, fmt)
         if prefix.audio:
             out.audio = self.cut_audio(source, self.condition_seconds(fmt))
+        self.drop_optional(out, rng)
         target_video = None
         if self.spec.target.visual == "image":
             target_video = video[:, :1]
@@ -401,6 +404,20 @@ class Task:
             target_video = video
         target_audio = self.cut_audio(source, fmt.seconds) if self.spec.target.audio else None
         return TaskExample(self.name, fmt, out, target_video, target_audio)
+
+    def drop_optional(self, conditions: Conditions, rng: random.Random) -> None:
+        """Leave each optional input out with probability ``optional_drop``: a user may leave
+        it out, and a layout without its span must be trained too."""
+        prefix = self.spec.prefix
+        for name in sorted(conditions.present()):
+            if prefix.is_optional(name) and rng.random() < self.optional_drop:
+                if name == "text":
+                    conditions.text = None
+                elif name == "audio":
+                    conditions.audio = None
+                else:
+                    conditions.visual.pop(name, None)
+                    conditions.masks.pop(name, None)
 
     def fit_source(self, source: Source, fmt: Format) -> torch.Tensor:
         """The source's first ``fmt.frames`` frames; its size must already be the format's."""

@@ -54,6 +54,7 @@ def read_user_mask(task: str, value: Any, fmt: Format, frames: int) -> torch.Ten
     """A mask from an image file (non-black = hidden), a bool/0-1 tensor (H, W) or (T, H, W),
     or a box ``"top,left,height,width"`` (pixels) as a string or a 4-tuple."""
     size = (fmt.height, fmt.width)
+    typed = value
     if isinstance(value, str) and not Path(value).exists() and value.count(",") == 3:
         value = tuple(value.split(","))
     if isinstance(value, tuple | list):
@@ -61,11 +62,11 @@ def read_user_mask(task: str, value: Any, fmt: Format, frames: int) -> torch.Ten
             top, left, h, w = (int(v) for v in value)
         except (TypeError, ValueError):
             raise InputError(
-                task, "mask", str(value), "a box top,left,height,width in pixels"
+                task, "mask", str(typed), "a box top,left,height,width in pixels"
             ) from None
         if h < 1 or w < 1 or top < 0 or left < 0 or top + h > fmt.height or left + w > fmt.width:
             raise InputError(
-                task, "mask", str(value), f"a box inside the {fmt.height}x{fmt.width} frame"
+                task, "mask", str(typed), f"a box inside the {fmt.height}x{fmt.width} frame"
             )
         return box_mask(frames, fmt.height, fmt.width, (top, left, h, w))
     if isinstance(value, str | Path):

@@ -9,13 +9,12 @@ weights-free luminance channel (docs/structure.md).
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import torch
 
 from videopoet.core.declarations import Format, PrefixSpec, TargetSpec, TaskSpec, VisualInput
-from videopoet.tasks.base import Context, InputInfo, Source, Task, TaskExample
+from videopoet.tasks.base import Context, InputInfo, Source, Task
 
 STYLIZE = TaskSpec(
     name="stylize",
@@ -34,8 +33,7 @@ STYLIZE = TaskSpec(
 
 class Stylize(Task):
     spec = STYLIZE
-    #: how often training leaves the optional first frame out
-    first_frame_drop = 0.5
+    optional_drop = 0.5  # the first frame: half of the examples stylize without it
 
     def input_key(self, entry: VisualInput) -> str:
         return {"structure": "video", "first_frame": "image"}[entry.name]
@@ -59,12 +57,6 @@ class Stylize(Task):
         from videopoet.plugins.structure import structure_clip
 
         return structure_clip(video).video
-
-    def build_example(self, source: Source, fmt: Format, rng: random.Random) -> TaskExample:
-        example = super().build_example(source, fmt, rng)
-        if rng.random() < self.first_frame_drop:
-            del example.conditions.visual["first_frame"]
-        return example
 
 
 def ground_truth_structure(flow: torch.Tensor, depth: torch.Tensor, fmt: Format) -> torch.Tensor:
