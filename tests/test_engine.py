@@ -222,3 +222,10 @@ def test_save_pretrained_round_trips_and_is_atomic(tiny_engine, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     out = tiny_engine.generate("uncond_image", seed=3)
     assert torch.equal(out.tokens, again.generate("uncond_image", seed=3).tokens)
+
+
+def test_layout_of_a_bundle_shows_its_format_token(tiny_bundle, capsys):
+    code, out = _generate(["layout", "t2v", "--checkpoint", str(tiny_bundle)], capsys)
+    assert code == 0, out.err
+    assert "format 17x64x64" in out.out and "<res_64x64>" in out.out
+    assert "total_length 392" in out.out

@@ -126,6 +126,8 @@ def cmd_layout(args: argparse.Namespace) -> int:
             )
     registry = _registry()
     task = registry.task(args.task)
+    if args.checkpoint:
+        return _bundle_layout(args, task)
     audio_spec = None
     if args.encodec_checkpoint:
         from videopoet.plugins.encodec_audio import spec_from_checkpoint
@@ -189,7 +191,24 @@ def cmd_layout(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(layout.to_dict(), indent=2))
     else:
-        print(layout_table(layout))
+        print(layout_table(layout, vocab))
+    return 0
+
+
+def _bundle_layout(args: argparse.Namespace, task) -> int:
+    """The layout a bundle really builds: its vocabulary (format tokens included) and format."""
+    from videopoet.core.declarations import Format
+    from videopoet.core.engine import Engine
+    from videopoet.sequences.describe import layout_table
+
+    engine = Engine.from_pretrained(args.checkpoint)
+    fmt = None
+    if args.frames is not None:
+        fmt = Format(frames=args.frames, height=args.height, width=args.width)
+    layout = engine.layout(task, engine.pick_format(task, fmt))
+    print(
+        json.dumps(layout.to_dict(), indent=2) if args.json else layout_table(layout, engine.vocab)
+    )
     return 0
 
 
@@ -276,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="RVQ levels used of an official .th file (default 4); an error otherwise",
     )
     p.add_argument("--any-format", action="store_true", help="allow formats outside the task's")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a bundle: its vocabulary, format tokens and formats (default format: its first)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layout)
 

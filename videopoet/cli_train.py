@@ -15,9 +15,11 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from videopoet.core.lm_training import train_lm_from_yaml
+    from videopoet.core.training import is_main_process
 
     result = train_lm_from_yaml(args.config, args.overrides)
-    print(json.dumps(result, default=str))
+    if is_main_process():  # once under torchrun
+        print(json.dumps(result, default=str))
     return 0
 
 

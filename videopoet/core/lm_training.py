@@ -330,10 +330,15 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
         {"kind": "videopoet.prefix_lm", "model": model.config.model_dump(mode="json")},
         run_config,
     )
+    # ``model`` is the plain module (train wraps it for DDP/FSDP itself); under torchrun rank 0
+    # holds the trained weights and writes the bundle, the other ranks wait for it.
+    from videopoet.core.training import barrier, is_main_process
+
     engine.lm = model.eval()
-    bundle = engine.save_pretrained(
-        Path(out_dir) / "bundle", description="trained by videopoet train"
-    )
+    bundle = Path(out_dir) / "bundle"
+    if is_main_process():
+        bundle = engine.save_pretrained(bundle, description="trained by videopoet train")
+    barrier()
     return {**result, "bundle": str(bundle)}
 
 

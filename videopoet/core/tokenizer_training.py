@@ -43,8 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from videopoet.core.errors import ConfigError
 from videopoet.core.training import (
     TrainConfig,
+    barrier,
     check_resume_config,
     ensure_out_dir,
+    is_main_process,
     prepare_run,
     train,
 )
@@ -183,7 +185,9 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
         model_config=adapter.model_config,
         run_config=run_config,
     )
-    result.update(adapter.finish(adapter.model, out_dir))
+    if is_main_process():  # under torchrun rank 0 holds the trained weights and writes
+        result.update(adapter.finish(adapter.model, out_dir))
+    barrier()
     return result
 
 

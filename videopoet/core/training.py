@@ -68,10 +68,46 @@ returns the metrics and eval figures stored in that checkpoint.
 
 :func:`latest_checkpoint` and :func:`load_checkpoint_weights` are public for trainers that
 want the newest weights after a run.
+
+Scaling out: the same call under ``torchrun --nproc_per_node N`` (``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK`` in the environment, or a process group already initialised) trains on N
+processes (:func:`init_distributed`): the process group is initialised (``nccl`` for CUDA, where
+each process takes ``cuda:LOCAL_RANK``; ``gloo`` on CPU) and ``loss_fn`` runs inside
+``DistributedDataParallel``, or FSDP2 (``fully_shard``: each module of an ``nn.ModuleList``, then
+the whole) with ``train.fsdp: true``, for a model whose weights, gradients and optimizer state
+do not fit one device. ``loss_fn`` still receives the plain module.
+
+- **The global batch is split** (:func:`shard_batch`): ``batches(step)`` is the global batch
+  (``train.batch_size`` rows) on every rank, and rank ``r`` of ``N`` keeps rows
+  ``[r·B/N, (r+1)·B/N)`` of every tensor of one or more dimensions in it (looked for inside
+  dicts, lists and tuples; they must share the first dimension ``B``, a multiple of ``N``);
+  numbers, strings and 0-dim tensors go to every rank whole. Gradients are averaged over the
+  ranks, so when ``loss_fn`` is a mean over rows (of equal weight: the LM's rows of one group
+  have the same number of targets) a step is the 1-process step on the global batch, up to
+  float rounding.
+- **Logged values are means over the ranks** (the loss is all-reduced every step, so a
+  non-finite loss stops every rank; the other logged values at each log step).
+- **Rank 0 writes** checkpoints, ``metrics.jsonl`` and ``train_config.json``; the others wait at
+  a barrier. A checkpoint holds full, unprefixed tensors (under FSDP gathered to rank 0's CPU),
+  in the 1-process format: it loads in one process, and any run resumes from any (DDP, FSDP or
+  one process; ``train.fsdp`` may change on resume). Every rank reads the checkpoint rank 0
+  picked, so resuming needs the out_dir on a file system all ranks see.
+- **Eval**: ``eval_fn`` runs on every rank (on the unwrapped module; under FSDP its forward
+  gathers the shards, so it must run everywhere); rank 0's figures are logged.
+- **The model afterwards**: under DDP the module passed in is trained in place on every rank.
+  Under FSDP a copy of it is sharded (the passed module stays on the CPU; the host holds it
+  twice while the copy is made) and at the end the full trained weights are loaded into the
+  module passed in on rank 0 only: what writes final outputs should check
+  :func:`is_main_process` and then :func:`barrier`.
+- The time limit is checked on every rank at each step (before its backward pass), and every
+  rank stops at the first step where one of them is over it. Every rank seeds from
+  ``train.seed``, so every rank builds the same initial weights.
 """
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import logging
 import math
@@ -87,15 +123,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from videopoet.core.errors import ConfigError
 from videopoet.core.serialization import (
+    CONFIG_NAME,
     atomic_write,
     load_json,
     load_tensors,
     save_json,
-    save_pretrained,
     save_tensors,
     umask_mode,
 )
@@ -127,6 +164,7 @@ FREE_FIELDS = frozenset(
         "resume",
         "out_dir",
         "allow_config_change",
+        "fsdp",
     }
 )
 
@@ -163,6 +201,9 @@ class TrainConfig(BaseModel):
     progress: bool = True
     num_threads: int | None = Field(
         None, ge=1, description="torch CPU threads; 1 avoids thrashing on a shared machine"
+    )
+    fsdp: bool = Field(
+        False, description="under torchrun: shard with FSDP2 (fully_shard) instead of DDP"
     )
 
 
@@ -365,9 +406,8 @@ def _remove_stale_temporaries(root: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def _optimizer_to_flat(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state dict into named tensors and a JSON remainder."""
-    state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, slots in state["state"].items():
@@ -399,8 +439,15 @@ def save_checkpoint(
     metrics: Mapping[str, float],
     model_config: dict[str, Any] | None = None,
     keep: int = 3,
+    *,
+    weights: Mapping[str, torch.Tensor] | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step_XXXXXXXX`` atomically (temp dir + rename) and prune old ones."""
+    """Write ``checkpoints/step_XXXXXXXX`` atomically (temp dir + rename) and prune old ones.
+
+    ``weights`` and ``optimizer_state``, when given, are written instead of ``model``'s and
+    ``optimizer``'s own state dicts (the full tensors gathered from FSDP shards).
+    """
     root = _checkpoint_root(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(root)
@@ -408,11 +455,14 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, umask_mode(directory=True))  # mkdtemp makes it 0700 whatever the umask
+        if weights is None:
+            weights = model.state_dict()
+        save_tensors(tmp / MODEL_NAME, weights)  # weights first: as save_pretrained writes
         if model_config is not None:
-            save_pretrained(tmp, model, model_config)
-        else:
-            save_tensors(tmp / MODEL_NAME, model.state_dict())
-        tensors, meta = _optimizer_to_flat(optimizer)
+            save_json(tmp / CONFIG_NAME, model_config)
+        if optimizer_state is None:
+            optimizer_state = optimizer.state_dict()
+        tensors, meta = _optimizer_to_flat(optimizer_state)
         tensors["rng.cpu"] = torch.get_rng_state()
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -475,9 +525,15 @@ def _newest_intact(out_dir: Path, device: torch.device) -> _Checkpoint | None:
 
 
 def _restore(
-    checkpoint: _Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    checkpoint: _Checkpoint,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
-    """Apply a checkpoint; weights of other shapes are a ConfigError, not torch's long report."""
+    """Apply a checkpoint; weights of other shapes are a ConfigError, not torch's long report.
+
+    Without ``optimizer`` only the weights (:func:`_restore_optimizer` does the rest, once the
+    optimizer is built over the wrapped model's parameters).
+    """
     where = str(checkpoint.path)
     hint = "use a new train.out_dir (or train.resume=false to start over)"
     expected = model.state_dict()
@@ -500,14 +556,255 @@ def _restore(
             f"{extra[:3]}): {hint}",
         )
     model.load_state_dict(checkpoint.weights)
+    if optimizer is not None:
+        _restore_optimizer(checkpoint, optimizer)
+
+
+def _restore_optimizer(checkpoint: _Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    """Optimizer state and RNG states; a full tensor of a sharded (DTensor) parameter's shape
+    is cut to this rank's shard first."""
+    where = str(checkpoint.path)
+    state = checkpoint.optimizer
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if any(_is_dtensor(p) for p in params):
+        from torch.distributed.tensor import distribute_tensor
+
+        state = {**state, "state": {}}
+        for index, slots in checkpoint.optimizer["state"].items():
+            param = params[index] if 0 <= index < len(params) else None
+            if _is_dtensor(param):
+                slots = {
+                    key: distribute_tensor(
+                        value.to(param.device_mesh.device_type),
+                        param.device_mesh,
+                        param.placements,
+                        src_data_rank=None,  # every rank read the same file: no communication
+                    )
+                    if isinstance(value, torch.Tensor) and value.shape == param.shape
+                    else value
+                    for key, value in slots.items()
+                }
+            state["state"][index] = slots
     try:
-        optimizer.load_state_dict(checkpoint.optimizer)
+        optimizer.load_state_dict(state)
     except ValueError as exc:  # e.g. another set of trainable parameters
         raise ConfigError("checkpoint", where, f"optimizer state for this model ({exc})") from exc
     if "rng.cpu" in checkpoint.rng:
         torch.set_rng_state(checkpoint.rng["rng.cpu"])
     if "rng.cuda" in checkpoint.rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(checkpoint.rng["rng.cuda"])
+
+
+# ---------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a launch: rank 0 of 1 outside ``torchrun``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _process_group() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _destroy_process_group() -> None:
+    if _process_group():
+        dist.destroy_process_group()
+
+
+def init_distributed(device: str = "auto") -> tuple[Distributed, torch.device]:
+    """Join the ``torchrun`` launch this process belongs to, if any, and pick its device.
+
+    Outside torchrun (no ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in the environment, no
+    process group) this is rank 0 of 1 on :func:`resolve_device` ``(device)``. Under torchrun
+    with more than one process the process group is initialised once (``nccl`` for a CUDA
+    device, ``gloo`` otherwise; destroyed at exit) and a CUDA device is ``cuda:LOCAL_RANK``
+    whatever index ``device`` names.
+    """
+    launched = all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    if not (_process_group() or launched):
+        return Distributed(), resolve_device(device)
+    if _process_group():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    target = resolve_device(device)
+    if target.type == "cuda":
+        count = torch.cuda.device_count()
+        if local >= count:
+            raise ConfigError(
+                "device",
+                device,
+                f"one CUDA device per process of a node (LOCAL_RANK is {local}, {count} here)",
+            )
+        target = torch.device("cuda", local)
+        torch.cuda.set_device(target)
+    if world > 1 and not _process_group():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+        atexit.register(_destroy_process_group)
+    return Distributed(rank, world, local), target
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on rank 0: the process that writes a run's files."""
+    if _process_group():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    """Wait for every process of the launch (returns at once outside torchrun)."""
+    if _process_group() and dist.get_world_size() > 1:
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def _leading_sizes(batch: Any) -> list[int]:
+    if isinstance(batch, torch.Tensor):
+        return [batch.shape[0]] if batch.dim() else []
+    if isinstance(batch, Mapping):
+        return [n for v in batch.values() for n in _leading_sizes(v)]
+    if isinstance(batch, tuple | list):
+        return [n for v in batch for n in _leading_sizes(v)]
+    return []
+
+
+def _rows(batch: Any, start: int, count: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.narrow(0, start, count) if batch.dim() else batch
+    if isinstance(batch, Mapping):
+        return {k: _rows(v, start, count) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(_rows(v, start, count) for v in batch)
+    return batch
+
+
+def shard_batch(batch: Any, rank: int, world: int) -> Any:
+    """Rank ``rank``'s share of the global ``batch``: rows ``[rank·B/world, (rank+1)·B/world)``.
+
+    Every tensor of one or more dimensions in ``batch`` (looked for inside dicts, lists and
+    tuples) is cut along its first dimension, which must be the same ``B`` for all of them and
+    a multiple of ``world``; numbers, strings and 0-dim tensors are every rank's whole. A batch
+    without such tensors is every rank's whole (each computes the same loss).
+    """
+    sizes = sorted(set(_leading_sizes(batch)))
+    if world == 1 or not sizes:
+        return batch
+    if len(sizes) > 1:
+        raise ConfigError(
+            "batch",
+            f"first dimensions {sizes}",
+            "tensors that share their first (batch) dimension, to split it over the processes",
+        )
+    if sizes[0] % world:
+        raise ConfigError(
+            "train.batch_size",
+            sizes[0],
+            f"a global batch that splits evenly over the {world} processes (a multiple of {world})",
+        )
+    count = sizes[0] // world
+    return _rows(batch, rank * count, count)
+
+
+def _is_dtensor(value: Any) -> bool:
+    if value is None or not dist.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(value, DTensor)
+
+
+class _LossModule(torch.nn.Module):
+    """``loss_fn(model, batch)`` as a forward, so that DDP and FSDP see each computation (a
+    ``loss_fn`` may call any method of the model, not only its forward)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return dict(self.loss_fn(self.model, batch))
+
+
+def _fully_shard(net: torch.nn.Module, device: torch.device, world: int) -> None:
+    """FSDP2: each module held in an ``nn.ModuleList`` (transformer blocks ...) is a unit of its
+    own, innermost first; what is left (embeddings, heads, norms) is the root's unit."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    held = {id(m) for lst in net.modules() if isinstance(lst, torch.nn.ModuleList) for m in lst}
+    for module in reversed(list(net.modules())):  # children before their parents
+        if id(module) in held and next(module.parameters(), None) is not None:
+            fully_shard(module, mesh=mesh)
+    fully_shard(net, mesh=mesh)
+
+
+def _full_weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full CPU weights of an FSDP-sharded ``_LossModule``, its ``model.`` prefix stripped: called
+    on every rank (it gathers), complete on rank 0 (the others get an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return {
+        name.removeprefix("model."): tensor
+        for name, tensor in get_model_state_dict(net, options=options).items()
+    }
+
+
+def _full_optimizer_state(optimizer: torch.optim.Optimizer, main: bool) -> dict[str, Any]:
+    """The optimizer state dict with each sharded tensor gathered whole (CPU, on rank 0 only;
+    ``None`` elsewhere): called on every rank."""
+    state = optimizer.state_dict()  # its slot dicts are the live state: copied, not changed
+    gathered: dict[Any, dict[str, Any]] = {}
+    for index, slots in state["state"].items():
+        gathered[index] = {}
+        for key, value in slots.items():
+            if _is_dtensor(value):
+                value = value.full_tensor()  # collective: every rank, in the same order
+                value = value.cpu() if main else None
+            gathered[index][key] = value
+    return {"state": gathered, "param_groups": state["param_groups"]}
+
+
+def _mean_over_ranks(values: Mapping[str, float], world: int) -> dict[str, float]:
+    """Each key's mean over the ranks that logged it (rank 0's order of keys first)."""
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, dict(values))
+    keys = list(dict.fromkeys(k for found in gathered for k in found))
+    return {
+        k: sum(found[k] for found in gathered if k in found)
+        / sum(1 for found in gathered if k in found)
+        for k in keys
+    }
+
+
+def _resume_point(out_dir: Path, device: torch.device, ctx: Distributed) -> _Checkpoint | None:
+    """The newest intact checkpoint as rank 0 finds it; the other ranks read the same one."""
+    if not ctx.active:
+        return _newest_intact(out_dir, device)
+    found = _newest_intact(out_dir, device) if ctx.main else None
+    picked = [str(found.path) if found is not None else None]
+    dist.broadcast_object_list(picked, src=0)
+    if ctx.main or picked[0] is None:
+        return found
+    return _read_checkpoint(Path(picked[0]), device)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -561,6 +858,20 @@ def _evaluate(model: torch.nn.Module, eval_fn: EvalFn) -> dict[str, float]:
         model.train(was_training)
 
 
+def _evaluate_on(
+    root: torch.nn.Module | None, model: torch.nn.Module, eval_fn: EvalFn
+) -> dict[str, float]:
+    """:func:`_evaluate`; with an FSDP ``root`` (on every rank) its own unit's weights are
+    gathered around the call, since ``eval_fn`` calls ``model`` directly, not the root."""
+    if root is None:
+        return _evaluate(model, eval_fn)
+    root.unshard()  # type: ignore[operator]
+    try:
+        return _evaluate(model, eval_fn)
+    finally:
+        root.reshard()  # type: ignore[operator]
+
+
 def train(
     model: torch.nn.Module,
     loss_fn: LossFn,
@@ -576,46 +887,69 @@ def train(
     "checkpoint" (path of the last checkpoint), "resumed_from" (step or None), "seconds"}``.
     """
     out_dir = ensure_out_dir(config.out_dir)
-    device = resolve_device(config.device)
+    ctx, device = init_distributed(config.device)
+    fsdp = config.fsdp and ctx.active
     prepare_run(config)
-    model.to(device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("model", type(model).__name__, "a module with trainable parameters")
-    optimizer = torch.optim.AdamW(
-        params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-    )
-    _remove_stale_temporaries(_checkpoint_root(out_dir))
+    # Under FSDP a copy is sharded: ``model`` stays whole and gets the trained weights at the end.
+    work = copy.deepcopy(model) if fsdp else model.to(device)
+    work.train()
+    if ctx.main:
+        _remove_stale_temporaries(_checkpoint_root(out_dir))
+    barrier()
     start, resumed_from, changes = 0, None, {}
     logged: dict[str, float] = {}
     evaluated: dict[str, float] = {}
-    previous = _newest_intact(out_dir, device) if config.resume else None
+    previous = (
+        _resume_point(out_dir, torch.device("cpu") if fsdp else device, ctx)
+        if config.resume
+        else None
+    )
     if previous is not None:
         changes = check_resume_config(config, run_config)  # before weights of another shape
-        _restore(previous, model, optimizer)
+        _restore(previous, work)  # the weights, before they are wrapped or sharded
         start = resumed_from = previous.step
         for key, value in previous.metrics.items():
             if key.startswith("eval/"):
                 evaluated[key.removeprefix("eval/")] = value
             else:
                 logged[key] = value
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _cut_metrics(out_dir, start)
-    save_json(out_dir / RUN_CONFIG_NAME, _run_record(config, run_config))
-    if changes:
-        shown = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in changes.items())
-        _warn(f"resuming {out_dir} at step {start} with a changed config: {shown}")
-        _append_metrics(
-            out_dir, {"step": start, "config_change": {k: list(v) for k, v in changes.items()}}
-        )
+    wrapped: torch.nn.Module | None = None
+    if ctx.active:
+        wrapped = _LossModule(work, loss_fn)
+        if fsdp:
+            _fully_shard(wrapped, device, ctx.world)
+        else:
+            wrapped = torch.nn.parallel.DistributedDataParallel(
+                wrapped,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,  # e.g. the text projection on a task without text
+            )
+    params = [p for p in work.parameters() if p.requires_grad]  # FSDP: this rank's shards
+    optimizer = torch.optim.AdamW(
+        params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    if previous is not None:
+        _restore_optimizer(previous, optimizer)
+    if ctx.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _cut_metrics(out_dir, start)
+        save_json(out_dir / RUN_CONFIG_NAME, _run_record(config, run_config))
+        if changes:
+            shown = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in changes.items())
+            _warn(f"resuming {out_dir} at step {start} with a changed config: {shown}")
+            _append_metrics(
+                out_dir,
+                {"step": start, "config_change": {k: list(v) for k, v in changes.items()}},
+            )
     autocast = config.dtype == "bfloat16"
     draw = batches if callable(batches) else None
     iterator = None if draw is not None else iter(batches)  # type: ignore[arg-type]
 
     from tqdm.auto import tqdm
 
-    if previous is not None and start >= config.steps:
+    if previous is not None and start >= config.steps and ctx.main:
         tqdm.write(
             f"the run in {out_dir} is already complete at step {start} ({previous.path}); "
             "raise train.steps to train further",
@@ -625,7 +959,7 @@ def train(
         total=config.steps,
         initial=start,
         desc=f"train {out_dir.name}",
-        disable=not config.progress or start >= config.steps,
+        disable=not config.progress or start >= config.steps or not ctx.main,
         dynamic_ncols=True,
         file=sys.stderr,
     )
@@ -635,15 +969,29 @@ def train(
     try:
         while step < config.steps:
             batch = draw(step) if draw is not None else next(iterator)  # type: ignore[arg-type]
+            if ctx.active:
+                batch = shard_batch(batch, ctx.rank, ctx.world)
             batch = to_device(batch, device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                losses = loss_fn(model, batch)
+                losses = wrapped(batch) if wrapped is not None else loss_fn(work, batch)
             if "loss" not in losses:
                 raise ConfigError("loss_fn", sorted(losses), "a dict holding the key 'loss'")
             loss = losses["loss"]
-            if not torch.isfinite(loss):
+            if wrapped is not None:  # every rank sees the mean loss and stops together
+                over = (
+                    config.time_limit_s is not None
+                    and time.monotonic() - began > config.time_limit_s
+                )
+                shared = torch.stack(
+                    [loss.detach().float(), torch.tensor(float(over), device=loss.device)]
+                )
+                dist.all_reduce(shared)
+                mean_loss, over_somewhere = (shared / ctx.world).tolist()
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss is {mean_loss} at step {step} (rank mean)")
+            elif not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -654,39 +1002,62 @@ def train(
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
                 logged = _scalars(losses)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in list(logged.items())[:4]})
-                _append_metrics(
-                    out_dir, {"step": step, "lr": optimizer.param_groups[0]["lr"], **logged}
+                if ctx.active:
+                    logged = _mean_over_ranks(logged, ctx.world)
+                if ctx.main:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(logged.items())[:4]})
+                    _append_metrics(
+                        out_dir, {"step": step, "lr": optimizer.param_groups[0]["lr"], **logged}
+                    )
+            if wrapped is not None:
+                out_of_time = over_somewhere > 0
+            else:
+                out_of_time = (
+                    config.time_limit_s is not None
+                    and time.monotonic() - began > config.time_limit_s
                 )
-            out_of_time = (
-                config.time_limit_s is not None and time.monotonic() - began > config.time_limit_s
-            )
             last = step == config.steps or out_of_time
             if eval_fn is not None and (
                 last or (config.eval_every and step % config.eval_every == 0)
             ):
-                evaluated = _evaluate(model, eval_fn)
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in evaluated.items())
-                bar.write(f"step {step}: {shown}", file=sys.stderr)
-                _append_metrics(out_dir, {"step": step, "eval": evaluated})
+                evaluated = _evaluate_on(wrapped if fsdp else None, work, eval_fn)
+                if ctx.main:
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in evaluated.items())
+                    bar.write(f"step {step}: {shown}", file=sys.stderr)
+                    _append_metrics(out_dir, {"step": step, "eval": evaluated})
             if last or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                checkpoint = save_checkpoint(
-                    out_dir,
-                    step,
-                    model,
-                    optimizer,
-                    {**logged, **{f"eval/{k}": v for k, v in evaluated.items()}},
-                    model_config,
-                    config.keep_checkpoints,
-                )
+                weights, optimizer_state = None, None
+                if fsdp:  # every rank gathers; rank 0 holds the full tensors
+                    weights = _full_weights(wrapped)  # type: ignore[arg-type]
+                    optimizer_state = _full_optimizer_state(optimizer, ctx.main)
+                if ctx.main:
+                    checkpoint = save_checkpoint(
+                        out_dir,
+                        step,
+                        work,
+                        optimizer,
+                        {**logged, **{f"eval/{k}": v for k, v in evaluated.items()}},
+                        model_config,
+                        config.keep_checkpoints,
+                        weights=weights,
+                        optimizer_state=optimizer_state,
+                    )
+                else:
+                    checkpoint = _checkpoint_root(out_dir) / f"step_{step:08d}"
+                barrier()  # written before any rank goes on (or returns)
             if out_of_time:
-                bar.write(
-                    f"time limit of {config.time_limit_s:g} s reached at step {step}",
-                    file=sys.stderr,
-                )
+                if ctx.main:
+                    bar.write(
+                        f"time limit of {config.time_limit_s:g} s reached at step {step}",
+                        file=sys.stderr,
+                    )
                 break
     finally:
         bar.close()
+    if fsdp:  # the module passed in gets the trained weights (rank 0: the one that writes)
+        weights = _full_weights(wrapped)  # type: ignore[arg-type]
+        if ctx.main:
+            model.load_state_dict(weights)
     return {
         "step": step,
         "metrics": logged,
