@@ -186,3 +186,33 @@ class TaskClassPlugin:
 def test_a_task_class_with_a_spec_is_accepted():
     registry = load_registry(strict=True, extra_plugins=[("cls", TaskClassPlugin())])
     assert registry.task("as_class") is ReverseTask.spec
+
+
+def test_a_task_whose_condition_frames_fit_no_tokenizer_is_rejected_at_registration():
+    from videopoet.core.declarations import PrefixSpec
+
+    class TwoFrames:
+        @videopoet.hookimpl
+        def register_tasks():
+            bad = PrefixSpec(visual="video", condition_frames=2)
+            good = PrefixSpec(visual="video", condition_frames=9)
+            target = TargetSpec(visual="video")
+            return [
+                TaskSpec(name="two", task_token="two", prefix=bad, target=target),
+                TaskSpec(name="nine", task_token="nine", prefix=good, target=target),
+            ]
+
+    registry = load_registry(extra_plugins=[("two_frames", TwoFrames)])
+    assert "two" not in registry.tasks and "nine" in registry.tasks
+    info = next(p for p in registry.plugins if p.name == "two_frames")
+    assert "task two: condition frames 2 fit no installed video tokenizer" in info.errors[0]
+    with pytest.raises(PluginError, match="condition frames 2"):
+        load_registry(strict=True, extra_plugins=[("two_frames", TwoFrames)])
+
+
+def test_a_registered_task_class_carries_its_behaviour(registry):
+    from videopoet.tasks.base import Task
+    from videopoet.tasks.inpaint import Inpaint
+
+    assert isinstance(registry.task_behaviour("inpaint"), Inpaint)
+    assert type(registry.task_behaviour("t2v")).__mro__[1] is Task
