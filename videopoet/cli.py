@@ -223,9 +223,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from videopoet.core.tokenizer_training import train_tokenizer_from_yaml
+    from videopoet.core.training import is_main_process
 
     result = train_tokenizer_from_yaml(args.config, args.overrides)
-    print(json.dumps(result, indent=2, default=str))
+    if is_main_process():  # once under torchrun
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -641,7 +641,7 @@ def init_distributed(device: str = "auto") -> tuple[Distributed, torch.device]:
     else:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
-    target = resolve_device(device)
+    target = resolve_device(device.split(":")[0])  # the kind: the index is LOCAL_RANK's
     if target.type == "cuda":
         count = torch.cuda.device_count()
         if local >= count:
