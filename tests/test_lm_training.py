@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
+from videopoet.core.errors import ConfigError
 from videopoet.core.lm_training import (
     LMTrainingConfig,
     MixtureSampler,
@@ -102,8 +103,6 @@ def test_condition_dropout_rate_and_what_it_drops(shards, tiny_engine):
 
 
 def test_bad_mixture_and_dropout_name_the_field(shards, tiny_engine):
-    from videopoet.core.errors import ConfigError
-
     data = TokenShards(shards)
     bad = LMTrainingConfig(bundle="b", shards="s", mixture={"t2x": 1.0})
     with pytest.raises(ConfigError, match="mixture"):
@@ -136,6 +135,15 @@ def test_training_lowers_the_loss_and_writes_a_loadable_bundle(shards, tiny_bund
     engine = Engine.from_pretrained(result["bundle"])
     out = engine.generate("t2v", text="a red square moves left on a dark blue background", seed=0)
     assert out.video.shape == (1, 3, 17, 64, 64)
+    # a kept checkpoint exports as a bundle (choose the step with the best held-out loss)
+    from videopoet.core.lm_training import bundle_from_run
+
+    exported = Engine.from_pretrained(bundle_from_run(tmp_path / "run", tmp_path / "best", 30))
+    weights = exported.lm.state_dict()
+    for name, value in engine.lm.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    with pytest.raises(ConfigError, match="kept checkpoints"):
+        bundle_from_run(tmp_path / "run", tmp_path / "nope", 7)
 
 
 def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(

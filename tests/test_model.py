@@ -59,11 +59,42 @@ def test_loss_is_cross_entropy_of_target_positions_only(model):
         logits[:, prefix - 1 : -1].reshape(-1, logits.shape[-1]), tokens[:, prefix:].reshape(-1)
     )
     assert abs(loss.item() - reference.item()) < 1e-5
-    # the prefix tokens are never scored: changing one that nothing depends on changes nothing
+    # and its gradients are the reference's (what the prefix and target see is checked below)
     grads = torch.autograd.grad(loss, list(model.parameters()))
     ref_grads = torch.autograd.grad(reference, list(model.parameters()))
     for a, b in zip(grads, ref_grads, strict=True):
         assert (a - b).abs().max() < 1e-5
+
+
+def test_prefix_outputs_ignore_targets_and_targets_see_the_whole_prefix(model):
+    """Perturbation check of the prefix LM through the whole model (text slots included)."""
+    vocab = model.config.vocab_size
+    tokens = _tokens(vocab, batch=1, length=24, seed=4)
+    text = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(4))
+    prefix = 10  # <bos> <task> <bot_i>, 5 text slots (3..7), two more prefix tokens
+
+    def logits(ids):
+        with torch.no_grad():
+            return model(ids, prefix, text)
+
+    base = logits(tokens)
+    for position in (prefix, 15, 23):  # the first target token, one inside, the last
+        changed = tokens.clone()
+        changed[0, position] = (changed[0, position] + 1) % vocab
+        moved = (logits(changed) - base).abs().amax(-1)[0]
+        assert (moved[:position] == 0).all(), position  # every prefix output, earlier targets
+        assert (moved[position:] > 1e-6).all(), position  # it and every later target
+    for position in (0, 1, 8, prefix - 1):  # prefix tokens outside the text slots
+        changed = tokens.clone()
+        changed[0, position] = (changed[0, position] + 1) % vocab
+        moved = (logits(changed) - base).abs().amax(-1)[0]
+        # bidirectional prefix: earlier prefix positions move too; causal target: all move
+        assert (moved > 1e-6).all(), position
+    with torch.no_grad():
+        before = model.loss(tokens, prefix, text)
+        changed = tokens.clone()
+        changed[0, prefix - 1] = (changed[0, prefix - 1] + 1) % vocab
+        assert model.loss(changed, prefix, text) != before  # the targets' context changed
 
 
 def test_chunked_loss_matches_unchunked():

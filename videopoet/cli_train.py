@@ -23,6 +23,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from videopoet.core.lm_training import bundle_from_run
+
+    print(json.dumps({"bundle": str(bundle_from_run(args.run, args.out, args.step))}))
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="tokenize a dataset into token shards for LM training")
     p.add_argument("config", help="YAML config (see configs/lm/)")
@@ -33,3 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config (see configs/lm/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="a bundle from a training run's checkpoint")
+    p.add_argument("run", help="train.out_dir of a videopoet train run")
+    p.add_argument("--out", required=True, help="the bundle folder to write")
+    p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
+    p.set_defaults(func=cmd_export)

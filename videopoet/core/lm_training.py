@@ -353,3 +353,29 @@ def tokenize_from_yaml(path: str, overrides: list[str] | None = None) -> dict[st
 
     config = validate_section(TokenizeConfig, load_config(path, overrides), "")
     return tokenize(config)
+
+
+def bundle_from_run(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
+    """A bundle from a training run's checkpoint (the newest, or ``step``): pick the step
+    with the best held-out loss from ``metrics.jsonl`` and export it without training on."""
+    from videopoet.core.engine import Engine
+    from videopoet.core.serialization import load_json
+    from videopoet.core.training import list_checkpoints, load_checkpoint_weights
+
+    run_dir = Path(run_dir)
+    record = run_dir / "train_config.json"
+    if not record.is_file():
+        raise ConfigError("run", str(run_dir), "a folder written by videopoet train")
+    checkpoints = {int(p.name.removeprefix("step_")): p for p in list_checkpoints(run_dir)}
+    if not checkpoints:
+        raise ConfigError("run", str(run_dir), "a run with at least one checkpoint")
+    chosen = max(checkpoints) if step is None else step
+    if chosen not in checkpoints:
+        raise ConfigError("step", step, f"one of the kept checkpoints {sorted(checkpoints)}")
+    bundle = load_json(record).get("bundle")
+    if not bundle:
+        raise ConfigError(str(record), None, "the run's config with its starting bundle")
+    engine = Engine.from_pretrained(bundle)
+    state = load_checkpoint_weights(checkpoints[chosen])
+    engine.lm.load_state_dict(state)
+    return engine.save_pretrained(out, description=f"{run_dir} at step {chosen}")
