@@ -226,8 +226,6 @@ class Engine:
         audio = load_tokenizer(audio_dir, "audio", registry) if audio_dir else (None, None)
         fmts = [parse_format(f) for f in (formats or preset_formats(preset))]
         vocab = Vocabulary(ordered_tasks(registry), visual[1], audio[1], formats=fmts)
-        record = None
-        encoder = None
         options = dict(text_options or {})
         encoder = registry.text_encoder(text_encoder).factory(**options)
         record = TextEncoderRecord(
