@@ -194,3 +194,20 @@ def test_task_adaptation_on_the_example_plugins_task(shards, tiny_bundle, tmp_pa
         }
     )
     assert adapted["step"] == 4
+
+
+@pytest.mark.parametrize(
+    "name,schema",
+    [
+        ("tiny.yaml", LMTrainingConfig),
+        ("paper.yaml", LMTrainingConfig),
+        ("tiny_tokenize.yaml", TokenizeConfig),
+    ],
+)
+def test_committed_configs_validate(name, schema):
+    from pathlib import Path
+
+    from videopoet.core.tokenizer_training import load_config, validate_section
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "lm" / name
+    validate_section(schema, load_config(path), "")
