@@ -15,8 +15,6 @@ another.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from videopoet.core.declarations import Format, parse_format
 from videopoet.core.errors import ConfigError
-from videopoet.core.serialization import load_json, save_json, umask_mode
+from videopoet.core.serialization import load_json, save_json
 
 BUNDLE_NAME = "bundle.json"
 BUNDLE_VERSION = 1
@@ -88,30 +86,6 @@ def read_bundle_config(directory: str | os.PathLike) -> BundleConfig:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "bundle"
         raise ConfigError(f"{path}: {field}", first.get("input"), first["msg"]) from None
-
-
-def write_atomic_dir(directory: str | os.PathLike, fill: Any) -> Path:
-    """Build a directory beside ``directory`` with ``fill(tmp)``, then swap it in whole.
-
-    A reader never sees a half-written bundle: it sees the old one or the new one.
-    """
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir(mode=umask_mode(directory=True))
-    try:
-        fill(tmp)
-        if target.exists():
-            old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def write_bundle_config(directory: Path, config: BundleConfig) -> None:

@@ -30,12 +30,11 @@ from videopoet.core.bundle import (
     BundleConfig,
     TextEncoderRecord,
     read_bundle_config,
-    write_atomic_dir,
     write_bundle_config,
 )
 from videopoet.core.declarations import FPS, Format, TaskSpec, parse_format
 from videopoet.core.errors import ConfigError, LayoutError, VideoPoetError
-from videopoet.core.serialization import load_json, load_tensors
+from videopoet.core.serialization import load_json, load_tensors, write_atomic_dir
 from videopoet.sequences.layout import Layout, build_layout
 
 #: below this many LM parameters, CPU sampling runs on one thread (Engine.decode_threads)
@@ -438,11 +437,7 @@ class Engine:
         """A task's training example as the LM's tokens (for the LM trainer)."""
         spec = self.registry.task(example.task)
         conditions = example.conditions
-        frames = {
-            v.name: conditions.visual[v.name].shape[1]
-            for v in spec.prefix.visual_inputs
-            if v.kind != "image" and v.name in conditions.visual
-        }
+        frames = _video_frames(spec, conditions)
         layout = self.layout(spec, example.format, conditions.present(), frames)
         content, text, mask = self.encode_conditions(layout, conditions)
         if layout.has("visual_out"):
@@ -515,11 +510,7 @@ class Engine:
         self.layout(spec, fmt)  # the declared layout must fit before any file is read
         sample_rate = self.audio_spec.sample_rate if self.audio is not None else 16_000
         conditions = behaviour.prepare(inputs, Context(fmt, sample_rate))
-        frames = {
-            v.name: conditions.visual[v.name].shape[1]
-            for v in spec.prefix.visual_inputs
-            if v.kind != "image" and v.name in conditions.visual
-        }
+        frames = _video_frames(spec, conditions)
         layout = self.layout(spec, fmt, conditions.present(), frames)
         timings["prepare_s"] = time.perf_counter() - began
 
@@ -647,6 +638,15 @@ class Engine:
 
 
 # ---------------------------------------------------------------------------- loading parts
+
+
+def _video_frames(spec: TaskSpec, conditions: Any) -> dict[str, int]:
+    """Frames of each video input the conditions hold (they set the layout's spans)."""
+    return {
+        v.name: conditions.visual[v.name].shape[1]
+        for v in spec.prefix.visual_inputs
+        if v.kind != "image" and v.name in conditions.visual
+    }
 
 
 def _clip_key(video: torch.Tensor) -> tuple:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +197,27 @@ def load_weights(
     if problems:
         raise ConfigError("weights", str(path), f"{expected} ({'; '.join(problems)})")
     model.load_state_dict(state)
+
+
+def write_atomic_dir(directory: str | os.PathLike, fill: Any) -> Path:
+    """Build a directory beside ``directory`` with ``fill(tmp)``, then swap it in whole.
+
+    A reader never sees a half-written bundle: it sees the old one or the new one.
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir(mode=umask_mode(directory=True))
+    try:
+        fill(tmp)
+        if target.exists():
+            old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import numpy as np
 import torch
 
 from videopoet.core.errors import ConfigError, VideoPoetError
-from videopoet.core.serialization import load_json, save_json
+from videopoet.core.serialization import load_json, save_json, write_atomic_dir
 
 META_NAME = "meta.json"
 SHARD_VERSION = 1
@@ -152,12 +150,9 @@ class ShardWriter:
         self.groups[ident].count += 1
 
     def write(self, extra: dict[str, Any] | None = None) -> Path:
-        """Write every group into a temporary folder and swap it in whole."""
-        target = self.directory
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.mkdir()
-        try:
+        """Write every group into a folder beside the target and swap it in whole."""
+
+        def fill(tmp: Path) -> None:
             for ident, rows in self.rows.items():
                 group = self.groups[ident]
                 folder = tmp / group.folder
@@ -175,17 +170,8 @@ class ShardWriter:
                 **(extra or {}),
             }
             save_json(tmp / META_NAME, meta)
-            if target.exists():
-                old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return target
+
+        return write_atomic_dir(self.directory, fill)
 
 
 class TokenShards:
