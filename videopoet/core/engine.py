@@ -131,6 +131,8 @@ class Engine:
         self.formats = list(formats or [parse_format(f) for f in PAPER_FORMATS])
         self._memo: dict | None = None
         self.registry = registry if registry is not None else get_registry()
+        #: Loaded refiners by registered name (super-resolution stages, ...); see ``refine``.
+        self.refiners: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ bundles
 
@@ -592,6 +594,27 @@ class Engine:
             preview(self.decode_video(local, (k, h, w)), k)
 
         return on_token
+
+    def refine(
+        self,
+        name: str,
+        video: torch.Tensor,
+        *,
+        text: str | None = None,
+        seed: int | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Run the loaded refiner ``name`` on ``video`` (B, 3, T, H, W) in [-1, 1] and return
+        its output video (for super-resolution, larger frames), same layout and range."""
+        if name not in self.registry.refiners:
+            known = ", ".join(sorted(self.registry.refiners)) or "none installed"
+            raise ConfigError("refiner", name, f"a registered refiner ({known})")
+        if name not in self.refiners:
+            held = ", ".join(sorted(self.refiners)) or "none"
+            raise ConfigError(
+                "refiner", name, f"a refiner this bundle holds ({held}); train one first"
+            )
+        return self.refiners[name].refine(self, video, text=text, seed=seed, **options)
 
     def extend(
         self,
