@@ -229,6 +229,46 @@ def test_training_step_reduces_loss():
     assert losses["l2"].item() < first * 0.7
 
 
+def test_object_weights_emphasize_the_object_and_keep_the_loss_scale():
+    from videopoet.data.world import sample
+    from videopoet.plugins.magvit.losses import LossConfig, pixel_weights, tokenizer_losses
+
+    items = [sample(i, 5, 16, 16) for i in range(2)]
+    masks = torch.stack([item.masks for item in items])
+    weights = pixel_weights(masks, 4.0)
+    assert weights.shape == (2, 1, 5, 16, 16)
+    torch.testing.assert_close(weights.mean(dim=(2, 3, 4)), torch.ones(2, 1))
+    on_object = masks[:, None] > 0.5
+    assert weights[on_object].min() > weights[~on_object].min() * 4
+    # uniform weights are the unweighted loss
+    torch.manual_seed(0)
+    model = TINY_SPEC.factory(**MICRO).eval()
+    video = torch.stack([item.video for item in items])
+    plain = tokenizer_losses(model, video, LossConfig())
+    flat = tokenizer_losses(model, video, LossConfig(), weights=torch.ones(2, 1, 5, 16, 16))
+    torch.testing.assert_close(plain["l2"], flat["l2"])
+    heavy = tokenizer_losses(model, video, LossConfig(), weights=weights)
+    assert not torch.allclose(plain["l2"], heavy["l2"])
+
+
+def test_init_from_starts_a_run_from_saved_weights(tmp_path):
+    from videopoet.core.tokenizer_training import _load_initial_weights
+
+    torch.manual_seed(1)
+    saved = TINY_SPEC.factory(**MICRO)
+    saved.save_pretrained(tmp_path / "tok")
+    torch.manual_seed(2)
+    fresh = TINY_SPEC.factory(**MICRO)
+    _load_initial_weights(fresh, str(tmp_path / "tok"))
+    for (name, a), b in zip(saved.state_dict().items(), fresh.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    other = TINY_SPEC.factory(**{**MICRO, "channels": 8})
+    with pytest.raises(ConfigError, match="init_from"):
+        _load_initial_weights(other, str(tmp_path / "tok"))
+    with pytest.raises(ConfigError, match="init_from"):
+        _load_initial_weights(fresh, str(tmp_path / "missing"))
+
+
 def test_adversarial_term_trains_critic_and_tokenizer_apart():
     from videopoet.plugins.magvit.losses import (
         FrameCritic,

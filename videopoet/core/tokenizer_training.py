@@ -71,6 +71,9 @@ class TokenizerTrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tokenizer: str
+    #: a saved tokenizer folder (config.json + model.safetensors) whose weights start a fresh
+    #: run (fine-tuning); a resumed run continues from its own checkpoint instead
+    init_from: str | None = None
     network: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     loss: dict[str, Any] = Field(default_factory=dict)
@@ -168,6 +171,8 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
     ensure_out_dir(train_config.out_dir)  # before the adapter, which may write there
     prepare_run(train_config)  # the network's initial weights come from train.seed
     network = spec.factory(**config.network)
+    if config.init_from is not None:
+        _load_initial_weights(network, config.init_from)
     make_adapter = getattr(network, "training_adapter", None)
     if make_adapter is None:
         raise ConfigError(
@@ -189,6 +194,19 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
         result.update(adapter.finish(adapter.model, out_dir))
     barrier()
     return result
+
+
+def _load_initial_weights(network: torch.nn.Module, directory: str) -> None:
+    from videopoet.core.serialization import WEIGHTS_NAME, load_tensors
+
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise ConfigError("init_from", directory, f"a tokenizer folder holding {WEIGHTS_NAME}")
+    try:
+        network.load_state_dict(load_tensors(path, "cpu"))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError("init_from", directory, f"weights of this network ({first})") from None
 
 
 def train_tokenizer_from_yaml(path: str, overrides: list[str] | None = None) -> dict[str, Any]:

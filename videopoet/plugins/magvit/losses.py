@@ -27,6 +27,13 @@ class LossConfig(BaseModel):
     adversarial_weight: float = Field(0.0, ge=0, description="0 disables the critic")
     adversarial_start: int = Field(0, ge=0, description="step from which the GAN term counts")
     critic_channels: int = Field(32, ge=4)
+    object_weight: float = Field(
+        0.0,
+        ge=0,
+        description="extra weight of the reconstruction error on (and next to) the world's "
+        "main object: 0 treats every pixel alike; small objects otherwise count for little "
+        "beside the background and are the first thing a tiny code loses",
+    )
 
 
 class FrameCritic(nn.Module):
@@ -66,16 +73,34 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
+def pixel_weights(masks: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """(B, T, H, W) object coverage → (B, 1, T, H, W) weights of mean 1: ``1 + object_weight``
+    on the object and a 2-pixel ring around it (its edges are where the error is), 1 elsewhere."""
+    b, t, h, w = masks.shape
+    grown = F.max_pool2d(masks.reshape(b * t, 1, h, w).float(), 5, stride=1, padding=2)
+    weights = 1.0 + object_weight * grown.reshape(b, 1, t, h, w)
+    return weights / weights.mean(dim=(2, 3, 4), keepdim=True)
+
+
 def tokenizer_losses(
-    model: nn.Module, video: torch.Tensor, config: LossConfig, step: int | None = None
+    model: nn.Module,
+    video: torch.Tensor,
+    config: LossConfig,
+    step: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All training terms for one batch; ``model`` is a tokenizer or a TokenizerWithCritic."""
+    """All training terms for one batch; ``model`` is a tokenizer or a TokenizerWithCritic.
+    ``weights`` (B, 1, T, H, W), mean 1 per clip: per-pixel weights of the reconstruction error."""
     tokenizer = model.tokenizer if isinstance(model, TokenizerWithCritic) else model
     recon, q = tokenizer(video)
     recon = recon.float()
     target = video.float()
-    l2 = F.mse_loss(recon, target)
-    l1 = F.l1_loss(recon, target)
+    if weights is None:
+        l2 = F.mse_loss(recon, target)
+        l1 = F.l1_loss(recon, target)
+    else:
+        l2 = ((recon - target).pow(2) * weights).mean()
+        l1 = ((recon - target).abs() * weights).mean()
     entropy = tokenizer.quantizer.entropy_loss(q)
     loss = (
         config.l2_weight * l2

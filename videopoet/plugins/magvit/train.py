@@ -22,11 +22,12 @@ from pydantic import Field
 from videopoet.core.errors import ConfigError
 from videopoet.core.tokenizer_training import validate_section
 from videopoet.core.training import TrainConfig
-from videopoet.data.world import EVAL_OFFSET, WorldConfig, make_batch
+from videopoet.data.world import EVAL_OFFSET, WorldConfig, make_batch, sample
 from videopoet.plugins.magvit.losses import (
     FrameCritic,
     LossConfig,
     TokenizerWithCritic,
+    pixel_weights,
     psnr,
     tokenizer_losses,
 )
@@ -90,11 +91,21 @@ class MagvitTrainingAdapter:
         image = rng.random() < d.image_fraction
         n = self.train_config.batch_size
         indices = [step * n + i for i in range(n)]
-        video = make_batch(indices, 1 if image else d.frames, d.height, d.width, d.world())
-        return {"video": video, "step": step}
+        frames = 1 if image else d.frames
+        if self.loss.object_weight == 0:
+            return {"video": make_batch(indices, frames, d.height, d.width, d.world()), "step": step}
+        items = [sample(i, frames, d.height, d.width, d.world()) for i in indices]
+        masks = torch.stack([item.masks for item in items])
+        return {
+            "video": torch.stack([item.video for item in items]),
+            "weights": pixel_weights(masks, self.loss.object_weight),
+            "step": step,
+        }
 
     def loss_fn(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return tokenizer_losses(model, batch["video"], self.loss, batch.get("step"))
+        return tokenizer_losses(
+            model, batch["video"], self.loss, batch.get("step"), batch.get("weights")
+        )
 
     def eval_videos(self) -> torch.Tensor:
         if self._eval_videos is None:
