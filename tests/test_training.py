@@ -110,6 +110,25 @@ def test_iterable_batches_and_time_limit(tmp_path):
     assert latest_checkpoint(tmp_path / "run").name == f"step_{result['step']:08d}"
 
 
+def test_stop_at_ends_early_on_the_full_schedule_and_resumes_exactly(tmp_path):
+    whole = train(model(), mse, make_batch, config(tmp_path / "a", steps=40, schedule="cosine"))
+    early = train(
+        model(), mse, make_batch, config(tmp_path / "b", steps=40, schedule="cosine", stop_at=25)
+    )
+    assert early["step"] == 25
+    assert latest_checkpoint(tmp_path / "b" / "run").name == "step_00000025"
+    # the learning rate at step 25 is the 40-step schedule's, and the rest resumes exactly
+    rest = train(model(), mse, make_batch, config(tmp_path / "b", steps=40, schedule="cosine"))
+    assert rest["step"] == 40 and rest["resumed_from"] == 25
+    from safetensors.torch import load_file
+
+    wa = load_file(latest_checkpoint(tmp_path / "a" / "run") / "model.safetensors")
+    wb = load_file(latest_checkpoint(tmp_path / "b" / "run") / "model.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key])
+    assert whole["step"] == 40
+
+
 def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="'loss'"):
         train(model(), lambda m, b: {"mse": mse(m, b)["loss"]}, make_batch, config(tmp_path))

@@ -154,6 +154,7 @@ FREE_FIELDS = frozenset(
     {
         "steps",
         "time_limit_s",
+        "stop_at",
         "progress",
         "num_threads",
         "device",
@@ -197,6 +198,12 @@ class TrainConfig(BaseModel):
     )
     time_limit_s: float | None = Field(
         None, gt=0, description="stop (with a checkpoint) after this many seconds"
+    )
+    stop_at: int | None = Field(
+        None,
+        ge=1,
+        description="stop (with a checkpoint) after this step while the schedule still spans "
+        "`steps`: a reproducible early end, where a time limit depends on the machine",
     )
     progress: bool = True
     num_threads: int | None = Field(
@@ -1016,7 +1023,8 @@ def train(
                     config.time_limit_s is not None
                     and time.monotonic() - began > config.time_limit_s
                 )
-            last = step == config.steps or out_of_time
+            stopped = config.stop_at is not None and step >= config.stop_at
+            last = step == config.steps or out_of_time or stopped
             if eval_fn is not None and (
                 last or (config.eval_every and step % config.eval_every == 0)
             ):
@@ -1051,6 +1059,10 @@ def train(
                         f"time limit of {config.time_limit_s:g} s reached at step {step}",
                         file=sys.stderr,
                     )
+                break
+            if stopped:
+                if ctx.main:
+                    bar.write(f"stopped at step {step} (train.stop_at)", file=sys.stderr)
                 break
     finally:
         bar.close()
