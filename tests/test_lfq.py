@@ -234,3 +234,22 @@ def test_agrees_with_vector_quantize_pytorch(scale, inv_temperature):
     )
     torch.testing.assert_close(ours.codebook_entropy, breakdown.batch_entropy, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.commitment, breakdown.commitment, rtol=1e-5, atol=1e-6)
+
+
+def test_bit_balance_revives_a_dead_bit_where_the_entropy_has_no_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(64, 4, 3)
+    x[:, 2] = 2.0 + x[:, 2].abs()  # bit 2 is dead: every latent far on the positive side
+    lfq = LFQ(4, inv_temperature=100.0).train()
+    x.requires_grad_(True)
+    out = lfq(x)
+    (entropy_grad,) = torch.autograd.grad(lfq.entropy_loss(out), x, retain_graph=True)
+    (balance_grad,) = torch.autograd.grad(out.bit_balance, x)
+    assert entropy_grad[:, 2].abs().max() < 1e-6  # saturated: nothing pulls the bit back
+    assert (balance_grad[:, 2] > 0).all()  # descent lowers every latent of the dead bit
+    # balanced bits cost (almost) nothing, the dead one nearly its full share
+    per_bit = torch.tanh(x.detach()).mean(0).pow(2).mean(-1)
+    assert per_bit[2] > 0.9 and per_bit[[0, 1, 3]].max() < 0.1
+    torch.testing.assert_close(
+        out.bit_balance, torch.tanh(x.detach()).transpose(0, 1).reshape(4, -1).mean(1).pow(2).mean()
+    )

@@ -63,6 +63,10 @@ class LFQOutput(NamedTuple):
     per_sample_entropy: torch.Tensor
     codebook_entropy: torch.Tensor
     commitment: torch.Tensor
+    #: mean over bits of (batch mean of tanh(latent))²: 0 when every bit is +1 as often as
+    #: -1, 1 for a dead bit; unlike the entropy terms its gradient does not vanish for a bit
+    #: whose latents all sit far from 0 (see :meth:`LFQ.bit_balance`)
+    bit_balance: torch.Tensor | None = None
 
 
 def bits_to_ids(bits: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -221,9 +225,22 @@ class LFQ(nn.Module):
         if self.training:
             per_sample, codebook = self.entropies(x)
             commitment = F.mse_loss(x.float(), codes.float())
+            balance = self.bit_balance(x)
         else:
-            per_sample = codebook = commitment = zero
-        return LFQOutput(quantized, ids, per_sample, codebook, commitment)
+            per_sample = codebook = commitment = balance = zero
+        return LFQOutput(quantized, ids, per_sample, codebook, commitment, balance)
+
+    def bit_balance(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over the ``K`` bits of ``(E_n tanh(x_nk))²`` for latents ``x`` (B, K, ...).
+
+        At inverse temperature τ the entropy terms see a bit through ``sigmoid(4 τ x)``, which
+        is flat once every latent of that bit is far from 0: such a bit is dead (one value
+        for every token) and nothing pulls it back. ``tanh`` of the raw latent keeps a
+        gradient there, pushing the bit's latents toward the other sign until it is used.
+        """
+        with _float32(x.device):
+            flat = x.float().movedim(1, -1).reshape(-1, self.bits)
+            return torch.tanh(flat).mean(0).pow(2).mean()
 
     def entropy_loss(self, out: LFQOutput) -> torch.Tensor:
         return out.per_sample_entropy - self.diversity_gamma * out.codebook_entropy

@@ -24,6 +24,9 @@ class LossConfig(BaseModel):
     l2_weight: float = Field(1.0, ge=0)
     entropy_weight: float = Field(0.1, ge=0, description="MAGVIT-v2 uses 0.1")
     commitment_weight: float = Field(0.25, ge=0)
+    bit_balance_weight: float = Field(
+        0.0, ge=0, description="keeps every LFQ bit in use (LFQ.bit_balance); 0 disables"
+    )
     adversarial_weight: float = Field(0.0, ge=0, description="0 disables the critic")
     adversarial_start: int = Field(0, ge=0, description="step from which the GAN term counts")
     critic_channels: int = Field(32, ge=4)
@@ -108,6 +111,8 @@ def tokenizer_losses(
         + config.entropy_weight * entropy
         + config.commitment_weight * q.commitment
     )
+    if config.bit_balance_weight > 0 and q.bit_balance is not None:
+        loss = loss + config.bit_balance_weight * q.bit_balance
     out = {
         "l2": l2.detach(),
         "psnr": psnr(target, recon.detach().clamp(-1, 1)).mean(),
@@ -116,6 +121,8 @@ def tokenizer_losses(
         "codebook_entropy": q.codebook_entropy.detach(),
         "commitment": q.commitment.detach(),
     }
+    if q.bit_balance is not None:
+        out["bit_balance"] = q.bit_balance.detach()
     if isinstance(model, TokenizerWithCritic) and config.adversarial_weight > 0:
         critic = model.critic
         real_score = critic(target)
