@@ -112,6 +112,24 @@ def test_bad_mixture_and_dropout_name_the_field(shards, tiny_engine):
         MixtureSampler(data, bad, tiny_engine.registry)
 
 
+def test_a_task_missing_from_the_held_out_split_is_left_out_of_evaluation(shards, tiny_engine):
+    class HeldOutWithoutAudio:  # a folder whose held-out videos have no sound: no eval a2v
+        def __init__(self, data):
+            self.data = data
+
+        def tasks(self, split="train"):
+            present = self.data.tasks(split)
+            return present if split == "train" else [t for t in present if t != "a2v"]
+
+    data = HeldOutWithoutAudio(TokenShards(shards))
+    config = LMTrainingConfig(
+        bundle="b", shards="s", mixture={"t2v": 1.0, "a2v": 1.0}, dropout={"a2v": 0.2}
+    )
+    assert set(MixtureSampler(data, config, tiny_engine.registry).weights) == {"t2v", "a2v"}
+    held_out = MixtureSampler(data, config, tiny_engine.registry, "eval")
+    assert set(held_out.weights) == {"t2v"}
+
+
 def test_stale_shards_are_refused(shards, tiny_bundle, tmp_path):
     meta = json.loads((shards / "meta.json").read_text())
     copy = tmp_path / "stale"
@@ -211,3 +229,15 @@ def test_committed_configs_validate(name, schema):
 
     path = Path(__file__).resolve().parents[1] / "configs" / "lm" / name
     validate_section(schema, load_config(path), "")
+
+
+def test_a_typo_in_a_nested_section_lists_that_sections_fields():
+    from videopoet.core.lm_training import TokenizeConfig
+    from videopoet.core.tokenizer_training import validate_section
+
+    with pytest.raises(ConfigError, match=r"world\.seedd.*one of seed, .*did you mean seed"):
+        validate_section(TokenizeConfig, {"bundle": "b", "out": "o", "world": {"seedd": 1}}, "")
+    with pytest.raises(ConfigError, match=r"train\.stepz.*did you mean steps"):
+        validate_section(
+            LMTrainingConfig, {"bundle": "b", "shards": "s", "train": {"stepz": 3}}, ""
+        )

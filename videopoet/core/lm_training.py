@@ -1,6 +1,7 @@
 """Training the prefix LM on a mixture of tasks (paper 4.2, 5.1).
 
-``videopoet tokenize CONFIG`` runs each task's example builder over a dataset once and writes
+``videopoet tokenize CONFIG`` runs each task's example builder over a dataset (the built-in
+world, ``world:``, or a folder of your own videos with captions, ``folder:``) once and writes
 token shards (:mod:`videopoet.data.shards`); ``videopoet train CONFIG`` trains the bundle's LM
 on them with :func:`videopoet.core.training.train` (checkpoints, exact resume, metrics):
 
@@ -19,16 +20,20 @@ on them with :func:`videopoet.core.training.train` (checkpoints, exact resume, m
 
 from __future__ import annotations
 
+import logging
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from videopoet.core.errors import ConfigError
 from videopoet.core.training import TrainConfig
+from videopoet.data.folder import VIDEO_SUFFIXES
 
+log = logging.getLogger(__name__)
 PAD_ID = 0
 
 
@@ -43,8 +48,46 @@ class WorldData(BaseModel):
     start_index: int = Field(0, ge=0)
 
 
+class FolderData(BaseModel):
+    """A folder of your own videos for ``videopoet tokenize`` (docs/training.md).
+
+    Every video file under ``root`` (recursively) is cut into clips of the format at 8 fps;
+    a clip's caption comes from the listing (``captions``, by default ``captions.jsonl`` or
+    ``captions.csv`` at the top of ``root``), else from ``NAME.txt`` beside ``NAME.mp4``.
+    Whole videos go to train or eval by a seeded hash of their path.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = Field(description="the folder of video files, searched recursively")
+    captions: str | None = Field(
+        None,
+        description="a .jsonl ({file, caption} a line) or .csv (file,caption) listing; default: "
+        "captions.jsonl or captions.csv in root if present; NAME.txt sidecars are read too",
+    )
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of videos held out")
+    extensions: list[str] = Field(
+        default_factory=lambda: list(VIDEO_SUFFIXES), min_length=1, description="video suffixes"
+    )
+    clips_per_video: int | None = Field(
+        None, ge=1, description="at most this many clips a video, spread over it (default: all)"
+    )
+    seed: int = Field(0, description="the train/eval split and the examples' random draws")
+
+    @field_validator("extensions")
+    @classmethod
+    def _suffixes(cls, value: list[str]) -> list[str]:
+        out = []
+        for suffix in value:
+            suffix = suffix.strip().lower()
+            if not suffix.lstrip("."):
+                raise ValueError(f"a file suffix such as .mp4, not {suffix!r}")
+            out.append(suffix if suffix.startswith(".") else f".{suffix}")
+        return out
+
+
 class TokenizeConfig(BaseModel):
-    """``videopoet tokenize CONFIG.yaml``."""
+    """``videopoet tokenize CONFIG.yaml``: exactly one of ``world`` and ``folder``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +95,26 @@ class TokenizeConfig(BaseModel):
     out: str = Field(description="the shard folder to write")
     tasks: list[str] | None = Field(None, description="default: every task the bundle runs")
     format: str | None = Field(None, description="video format (default: the bundle's first)")
-    world: WorldData = WorldData()
+    world: WorldData | None = Field(None, description="the built-in world (world: {} for defaults)")
+    folder: FolderData | None = Field(None, description="a folder of your own videos")
+
+    def source(self) -> str:
+        """``"world"`` or ``"folder"``; a :class:`ConfigError` unless exactly one is given."""
+        if self.world is not None and self.folder is not None:
+            raise ConfigError(
+                "folder",
+                self.folder.root,
+                "either a world: or a folder: section, not both (remove one, or override "
+                "world=null)",
+            )
+        if self.world is None and self.folder is None:
+            raise ConfigError(
+                "world",
+                None,
+                "a world: section (world: {} for the defaults) or a folder: section "
+                "(folder: {root: DIR}) saying what to tokenize",
+            )
+        return "world" if self.world is not None else "folder"
 
 
 class Stages(BaseModel):
@@ -86,21 +148,46 @@ class LMTrainingConfig(BaseModel):
 
 
 def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
-    """Write the shards of ``config``; returns a summary (examples and groups per split)."""
-    from tqdm.auto import tqdm
-
+    """Write the shards of ``config``; returns a summary (examples and groups per split, and
+    for a folder what was skipped and why)."""
     from videopoet.core.engine import Engine
-    from videopoet.data import world
     from videopoet.data.shards import ShardWriter, engine_identity
 
+    source = config.source()
+    captions = _check_folder(config.folder) if source == "folder" else None
     engine = Engine.from_pretrained(config.bundle)
     tasks = config.tasks or engine.tasks()
     unknown = sorted(set(tasks) - set(engine.tasks()))
     if unknown:
         raise ConfigError("tasks", unknown, f"tasks this bundle runs: {engine.tasks()}")
     video_format = engine.pick_format(engine.registry.task("t2v"), config.format)
-    cfg = world.WorldConfig(seed=config.world.seed)
     writer = ShardWriter(config.out, engine_identity(engine), engine.lm.config.text_dim)
+    if source == "world":
+        summary, record = _tokenize_world(engine, tasks, video_format, writer, config, progress)
+    else:
+        summary, record = _tokenize_folder(
+            engine, tasks, video_format, writer, config.folder, captions, progress
+        )
+    path = writer.write(
+        {"bundle": str(config.bundle), "format": str(video_format), "source": record}
+    )
+    groups = {s: sum(1 for (sp, _, _) in writer.groups if sp == s) for s in ("train", "eval")}
+    return {"shards": str(path), "tasks": tasks, "source": source, "groups": groups, **summary}
+
+
+def _tokenize_world(
+    engine: Any,
+    tasks: list[str],
+    video_format: Any,
+    writer: Any,
+    config: TokenizeConfig,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    from videopoet.data import world
+
+    cfg = world.WorldConfig(seed=config.world.seed)
     splits = (
         ("train", config.world.start_index, config.world.examples_per_task),
         ("eval", world.EVAL_OFFSET, config.world.eval_examples_per_task),
@@ -120,13 +207,195 @@ def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
                         writer.add(split, engine.encode_example(example))
                         bar.update(1)
     bar.close()
-    path = writer.write({"bundle": str(config.bundle), "format": str(video_format)})
-    return {
-        "shards": str(path),
-        "tasks": tasks,
-        "groups": {s: sum(1 for (sp, _, _) in writer.groups if sp == s) for s, _, _ in splits},
-        "examples": {s: len(tasks) * n for s, _, n in splits},
+    record = {"kind": "world", **config.world.model_dump(mode="json")}
+    return {"examples": {s: len(tasks) * n for s, _, n in splits}}, record
+
+
+# ---------------------------------------------------------------------------- folder
+
+
+def _check_folder(data: FolderData) -> Any:
+    """The folder's caption listing, read before the bundle loads; a missing root, a root
+    without video files or a bad listing is a :class:`ConfigError` naming the field."""
+    from videopoet.data.folder import read_captions
+
+    root = Path(data.root)
+    if not root.is_dir():
+        what = "it is a file" if root.exists() else "it does not exist"
+        raise ConfigError("folder.root", data.root, f"an existing folder of videos ({what})")
+    suffixes = tuple(data.extensions)
+    if not any(p.is_file() and p.suffix.lower() in suffixes for p in root.rglob("*")):
+        raise ConfigError(
+            "folder.root",
+            data.root,
+            f"a folder holding video files ({', '.join(suffixes)}, searched recursively); "
+            "it holds none",
+        )
+    return read_captions(root, data.captions, "folder.captions")
+
+
+def _task_needs(spec: Any) -> tuple[bool, bool]:
+    """(needs a caption, needs a sound track) to build an example of ``spec``."""
+    prefix = spec.prefix
+    text = bool(prefix.text) and not prefix.is_optional("text")
+    audio = bool(spec.target.audio) or (bool(prefix.audio) and not prefix.is_optional("audio"))
+    return text, audio
+
+
+def _tokenize_folder(
+    engine: Any,
+    tasks: list[str],
+    video_format: Any,
+    writer: Any,
+    data: FolderData,
+    captions: Any,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every clip of every video under ``data.root``, for every task it can serve."""
+    from tqdm.auto import tqdm
+
+    from videopoet.data import folder as media_folder
+    from videopoet.data.media import SAMPLE_RATE, MediaError, load_clip
+    from videopoet.tasks.base import InputError, Source
+
+    root = Path(data.root)
+    suffixes = tuple(data.extensions)
+    report = media_folder.scan_folder(root, video_format, suffixes=suffixes, progress=progress)
+    skipped_files = Counter(report.problems.values())
+    if not report.clips:
+        raise ConfigError(
+            "folder.root",
+            data.root,
+            f"at least one readable video of {video_format.frames} frames or more at 8 fps "
+            f"({video_format.frames / 8:g} s); all {len(report.skipped)} were skipped "
+            f"({_counts(skipped_files)}), e.g. {report.skipped[0][0]}: {report.skipped[0][1]}",
+        )
+
+    starts: dict[str, list[float]] = {}
+    for path, start in report.clips:
+        starts.setdefault(path, []).append(start)
+    names = {path: media_folder.relative_name(root, path) for path in starts}
+    splits = media_folder.split_videos(list(names.values()), data.eval_fraction, data.seed)
+    caption_from = Counter()
+    plan = []  # (split, path, name, start, caption, has audio)
+    for path in sorted(starts, key=names.get):
+        name = names[path]
+        caption, origin = captions.by_file.get(name), "listing"
+        if caption is None:
+            caption = media_folder.sidecar_caption(path)
+            origin = "none" if caption is None else "sidecar"
+        caption_from[origin] += 1
+        for start in media_folder.pick_windows(starts[path], data.clips_per_video):
+            plan.append((splits[name], path, name, start, caption, report.audio[path]))
+    scanned = set(names.values()) | {media_folder.relative_name(root, p) for p, _ in report.skipped}
+    unmatched = sorted(set(captions.by_file) - scanned)
+    if unmatched:
+        log.warning(
+            "%d captions in %s name no video file under %s, e.g. %s",
+            len(unmatched),
+            captions.listing,
+            root,
+            unmatched[0],
+        )
+
+    needs = {task: _task_needs(engine.registry.task(task)) for task in tasks}
+    want_audio = any(audio for _, audio in needs.values())
+    rate = engine.audio_spec.sample_rate if engine.audio_spec is not None else SAMPLE_RATE
+    per_task = {"train": Counter(), "eval": Counter()}
+    skipped_examples: dict[str, Counter] = {task: Counter() for task in tasks}
+    unreadable = 0
+    bar = tqdm(total=len(plan), desc="tokenize", unit="clip", disable=not progress)
+    chunk = 8  # clips tokenized together: their visual tokens are encoded in batches
+    for first in range(0, len(plan), chunk):
+        with engine.reuse_encodings():
+            built = []
+            for split, path, name, start, caption, has_audio in plan[first : first + chunk]:
+                try:
+                    clip = load_clip(
+                        path,
+                        video_format,
+                        start,
+                        audio=want_audio and has_audio,
+                        sample_rate=rate,
+                    )
+                except MediaError as exc:
+                    unreadable += 1
+                    log.warning("skipping the clip at %g s of %s", start, exc)
+                    continue
+                source = Source.from_clip(clip, caption)
+                for task in tasks:
+                    need_text, need_audio = needs[task]
+                    if need_text and caption is None:
+                        skipped_examples[task]["no_caption"] += 1
+                        continue
+                    if need_audio and source.audio is None:
+                        skipped_examples[task]["no_audio"] += 1
+                        continue
+                    spec = engine.registry.task(task)
+                    fmt = None if spec.target.visual == "image" else video_format
+                    seed = int(media_folder.hash_fraction(data.seed, name, start, task) * 2**31)
+                    try:
+                        example = engine.build_example(task, source, fmt, seed)
+                    except InputError as exc:
+                        skipped_examples[task]["unusable"] += 1
+                        log.warning("no %s example from %s at %g s: %s", task, name, start, exc)
+                        continue
+                    built.append((split, example))
+            engine.prime_encodings([pair for _, ex in built for pair in _clips(ex)])
+            for split, example in built:
+                writer.add(split, engine.encode_example(example))
+                per_task[split][example.task] += 1
+        bar.update(min(chunk, len(plan) - first))
+    bar.close()
+
+    if unreadable == len(plan):
+        raise ConfigError(
+            "folder.root", data.root, f"videos whose clips can be read; none of {len(plan)} was"
+        )
+    if not any(per_task[s] for s in per_task):
+        raise ConfigError(
+            "tasks",
+            tasks,
+            "tasks the folder's clips can serve: every example was skipped "
+            f"({ {t: dict(c) for t, c in skipped_examples.items() if c} }); captions come from "
+            "captions.jsonl/.csv or NAME.txt beside each video (docs/training.md)",
+        )
+    for task in tasks:
+        if not per_task["train"][task]:
+            log.warning("task %s has no training example: %s", task, dict(skipped_examples[task]))
+    videos = Counter(splits.values())
+    clips = Counter(item[0] for item in plan)
+    record = {
+        "kind": "folder",
+        "root": str(root.resolve()),
+        "captions": captions.listing,
+        **data.model_dump(mode="json", exclude={"root", "captions"}),
+        "videos": {s: videos[s] for s in ("train", "eval")},
+        "clips": {s: clips[s] for s in ("train", "eval")},
+        "caption_sources": {k: caption_from[k] for k in ("listing", "sidecar", "none")},
+        "captions_without_video": len(unmatched),
+        "skipped": {
+            "files": dict(skipped_files),
+            "clips": unreadable,
+            "examples": {t: dict(c) for t, c in skipped_examples.items() if c},
+        },
+        "skipped_files": [[media_folder.relative_name(root, p), why] for p, why in report.skipped],
+        "eval_videos": sorted(n for n, s in splits.items() if s == "eval"),
     }
+    summary = {
+        "examples": {s: sum(per_task[s].values()) for s in ("train", "eval")},
+        "per_task": {s: {t: per_task[s][t] for t in tasks} for s in ("train", "eval")},
+        "videos": record["videos"],
+        "clips": record["clips"],
+        "caption_sources": record["caption_sources"],
+        "captions_without_video": len(unmatched),
+        "skipped": record["skipped"],
+    }
+    return summary, record
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{n} {what}" for what, n in sorted(counter.items()))
 
 
 def _build_examples(engine: Any, tasks: list[str], index: int, video_format: Any, cfg: Any) -> list:
@@ -165,6 +434,8 @@ class MixtureSampler:
         self.shards, self.config, self.split = shards, config, split
         present = shards.tasks(split)
         weights = config.mixture or {t: 1.0 for t in present}
+        if split != "train":  # a held-out split may lack a task (no held-out clip with sound)
+            weights = {t: w for t, w in weights.items() if t in present}
         missing = sorted(set(weights) - set(present))
         if missing:
             raise ConfigError("mixture", missing, f"tasks present in the shards: {present}")
@@ -175,7 +446,7 @@ class MixtureSampler:
         if not self.weights:
             raise ConfigError("mixture", weights, "at least one task with a positive weight")
         for task, p in config.dropout.items():
-            if task not in self.weights:
+            if task not in self.weights and split == "train":
                 raise ConfigError(
                     f"dropout.{task}", p, f"a task of the mixture: {list(self.weights)}"
                 )
@@ -298,9 +569,8 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
     engine = Engine.from_pretrained(config.bundle)
     shards = TokenShards(config.shards, engine_identity(engine))
     sampler = MixtureSampler(shards, config, engine.registry)
-    held_out = (
-        MixtureSampler(shards, config, engine.registry, "eval") if shards.of("eval") else None
-    )
+    evaluated = set(config.mixture or shards.tasks("train")) & set(shards.tasks("eval"))
+    held_out = MixtureSampler(shards, config, engine.registry, "eval") if evaluated else None
     model = engine.lm.train()
 
     def eval_fn(net: torch.nn.Module) -> dict[str, float]:

@@ -92,12 +92,28 @@ def validate_section(model: type[M], values: Any, path: str) -> M:
         if error["type"] == "extra_forbidden":
             import difflib
 
-            known = list(model.model_fields)
+            known = _fields_at(model, error["loc"][:-1])
             close = difflib.get_close_matches(str(error["loc"][-1]), known, n=3)
             expected = f"one of {', '.join(known)}" + (
                 f" (did you mean {', '.join(close)}?)" if close else ""
             )
         raise ConfigError(field, error.get("input"), expected) from exc
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (possibly nested) model section at ``loc``."""
+    import typing
+
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    return list(model.model_fields)
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:

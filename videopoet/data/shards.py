@@ -3,11 +3,13 @@
 ```
 SHARDS/
   meta.json                     identities: tokenizers (name + weights hash), text encoder,
-                                vocabulary hash, formats; and the groups below
+                                vocabulary hash, formats; the groups below; and ``source``,
+                                the data tokenized (the world and its settings, or a folder
+                                of videos: root, captions, split, what was skipped)
   train/<task>/<group>/         one group = one task at one layout (same length, same spans)
       tokens.npy                (n, L) int32 global ids, text slots hold <pad>
       text.npy, text_mask.npy   (n, K, dim) float16 and (n, K) bool, when the task has text
-  eval/...                      the same for held-out world seeds
+  eval/...                      the same for held-out world seeds or held-out videos
 ```
 
 Examples of one group share their layout, so a batch drawn from one group has no padding
