@@ -69,9 +69,10 @@ def test_tasks_and_plugins(capsys):
     assert rows["tasks"]["version"]
 
 
-def test_demo_runs(capsys):
-    code, out, _ = run(capsys, "demo")
-    assert code == 0 and "visual_out" in out
+def test_demo_without_a_bundle_says_how_to_get_one(capsys, tmp_path):
+    # the demo itself runs in tests/test_demo.py
+    code, _, err = run(capsys, "demo", "--bundle", str(tmp_path / "none"), "--out", str(tmp_path))
+    assert code == 2 and "videopoet init" in err
 
 
 def test_console_script_is_installed():

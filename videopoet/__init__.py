@@ -45,6 +45,7 @@ __all__ = [
     "TextEncoderSpec",
     "VisualTokenizerSpec",
     "hookimpl",
+    "run_recipe",
     "__version__",
 ]
 
@@ -54,4 +55,8 @@ def __getattr__(name: str):  # the Engine pulls in the model: import it only whe
         from videopoet.core.engine import Engine
 
         return Engine
+    if name == "run_recipe":  # recipes run the Engine: imported when asked, like it
+        from videopoet.recipes.runner import run_recipe
+
+        return run_recipe
     raise AttributeError(f"module 'videopoet' has no attribute {name!r}")

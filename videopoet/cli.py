@@ -212,15 +212,6 @@ def _bundle_layout(args: argparse.Namespace, task) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    print("== installed plugins")
-    cmd_plugins(build_parser().parse_args(["plugins"]))
-    print("\n== tasks")
-    cmd_tasks(build_parser().parse_args(["tasks"]))
-    print("\n== layout of text-to-video")
-    return cmd_layout(build_parser().parse_args(["layout", "t2v"]))
-
-
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from videopoet.core.tokenizer_training import train_tokenizer_from_yaml
     from videopoet.core.training import is_main_process
@@ -305,9 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_layout)
 
-    p = sub.add_parser("demo", help="the main job on the built-in synthetic world")
-    p.set_defaults(func=cmd_demo)
-
     p = sub.add_parser("world", help="write one sample of the built-in synthetic world as files")
     p.add_argument("--seed", type=int, default=0, help="the world's seed")
     p.add_argument("--index", type=int, default=0, help="sample index (held out from 1e9 on)")
@@ -324,11 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
     p.set_defaults(func=cmd_train_tokenizer)
 
-    from videopoet import cli_evaluate, cli_generate, cli_train
+    from videopoet import cli_evaluate, cli_generate, cli_recipes, cli_train
 
     cli_generate.add_parsers(sub)
     cli_train.add_parsers(sub)
     cli_evaluate.add_parsers(sub)
+    from videopoet import cli_demo
+
+    cli_demo.add_parsers(sub)
+    from videopoet import cli_superres
+
+    cli_superres.add_parsers(sub)
+    cli_recipes.add_parsers(sub)
     return parser
 
 

@@ -31,6 +31,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError("seeds", args.seeds, "at least 1")
     read_bundle_config(args.bundle)
+    extractor = None
+    if args.fvd:  # before any model is loaded, like the other checks
+        from videopoet.data.frechet import extractor_from_argument
+
+        if args.fvd_clips < 2:
+            raise ConfigError("fvd_clips", args.fvd_clips, "at least 2")
+        extractor = extractor_from_argument(args.fvd_features)
 
     if args.threads is not None:
         if args.threads < 1:
@@ -40,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     from videopoet.core.engine import Engine
-    from videopoet.data.evaluation import FIGURES, evaluate
+    from videopoet.data.evaluation import FIGURES, SUPERRES_FIGURES, evaluate
 
     engine = Engine.from_pretrained(args.bundle, device=args.device)
     result = evaluate(
@@ -56,8 +63,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         init_seed=args.init_seed,
         progress=not args.quiet,
     )
+    fvd = None
+    if extractor is not None:
+        from videopoet.data.evaluation import untrained_engine
+        from videopoet.data.frechet import frechet_figures
+
+        fvd = frechet_figures(
+            engine,
+            extractor,
+            clips=args.fvd_clips,
+            untrained=None if args.no_untrained else untrained_engine(engine, args.init_seed),
+            format=args.format,
+            sampling=result.sampling,
+            progress=not args.quiet,
+        )
+        result.figures["t2v_fvd"] = fvd.pop("bundle")
+        if result.untrained is not None:
+            result.untrained["t2v_fvd"] = fvd.pop("untrained")
     if args.json:
-        print(json.dumps(result.to_json(str(args.bundle))))
+        payload = result.to_json(str(args.bundle))
+        if fvd is not None:
+            payload["fvd"] = fvd
+        print(json.dumps(payload))
         return 0
     rows = [("task", "figure", "bundle", "untrained"), *result.table()]
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
@@ -67,8 +94,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cells += [row[c].rjust(widths[c]) for c in (2, 3)]
         line = "  ".join(cells)
         if n:
-            line += f"  {FIGURES[row[1]][1]}"
+            line += f"  {(FIGURES | SUPERRES_FIGURES)[row[1]][1]}"
         print(line)
+    if fvd is not None:
+        untrained = (result.untrained or {}).get("t2v_fvd")
+        print(
+            f"t2v_fvd {result.figures['t2v_fvd']:.4g} (untrained "
+            f"{'-' if untrained is None else f'{untrained:.4g}'}; real vs real "
+            f"{fvd['real_vs_real']:.4g}): Fréchet distance of {fvd['clips']} text-to-video clips "
+            f"to real held-out clips, {fvd['extractor']} features (lower is better)"
+        )
     for task, why in result.skipped.items():
         print(f"skipped {task}: {why}")
     return 0
@@ -97,6 +132,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=None, help="CPU threads (1 is fastest for tiny models)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fvd",
+        action="store_true",
+        help="also t2v_fvd: the Fréchet distance of text-to-video clips to real held-out clips",
+    )
+    p.add_argument(
+        "--fvd-features",
+        default="analyser",
+        metavar="EXTRACTOR",
+        help="features for --fvd: analyser (default, no weights) or a feature network's folder",
+    )
+    p.add_argument("--fvd-clips", type=int, default=16, help="clips per set for --fvd (16)")
     p.set_defaults(func=cmd_evaluate)
 
 

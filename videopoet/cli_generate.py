@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from videopoet.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from videopoet.core.bundle import BundleConfig
 
 #: the committed tiny tokenizers `videopoet init --preset tiny` uses by default
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -42,9 +46,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         value = inputs.get(name)
         if isinstance(value, str) and not Path(value).is_file():
             raise ConfigError(name, value, "an existing file")
-    read_bundle_config(args.checkpoint)
+    bundle = read_bundle_config(args.checkpoint)
     if args.extend and task.spec.target.visual != "video":
         raise ConfigError("extend", args.extend, f"0: task {task.name} makes no video")
+    superres_options = _superres(args, bundle)
 
     from videopoet.core.engine import Engine
     from videopoet.data.media import tensor_to_frames, write_mp4
@@ -70,6 +75,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         preview=preview,
         progress=not args.quiet,
+        superres=args.superres,
+        superres_options=superres_options,
         **inputs,
     )
     if args.extend:
@@ -97,6 +104,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     }
     print(json.dumps(record))
     return 0
+
+
+def _superres(args: argparse.Namespace, bundle: BundleConfig) -> dict[str, object]:
+    """``--superres`` checked against the bundle (before any model loads) and its options."""
+    if args.superres is None:
+        return {}
+    if args.superres not in bundle.refiners:
+        held = ", ".join(bundle.refiners) or "none"
+        raise ConfigError(
+            "superres", args.superres, f"a refiner the bundle holds ({held}); videopoet add-refiner"
+        )
+    if args.extend:
+        raise ConfigError(
+            "superres",
+            args.superres,
+            "no --extend beside it (a stage upscales clips of the bundle's format)",
+        )
+    options = {
+        "steps": args.superres_steps,
+        "text_scale": args.superres_text_scale,
+        "lr_scale": args.superres_lr_scale,
+    }
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -158,6 +188,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--extend", type=int, default=0, help="extend the video N times (fp)")
     p.add_argument("--preview", action="store_true", help="write preview.mp4 as frames finish")
+    p.add_argument(
+        "--superres",
+        nargs="?",
+        const="superres",
+        default=None,
+        metavar="REFINER",
+        help="upscale the video with the bundle's super-resolution refiner (default name superres)",
+    )
+    p.add_argument("--superres-steps", type=int, default=None, help="sampling steps (24)")
+    p.add_argument("--superres-text-scale", type=float, default=None, help="text guidance")
+    p.add_argument("--superres-lr-scale", type=float, default=None, help="low-res guidance")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="outputs", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

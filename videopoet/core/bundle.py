@@ -5,6 +5,8 @@ bundle.json             what is in it (this module's BundleConfig)
 lm/                     the prefix LM: model.safetensors, config.json, tokens.json (vocabulary)
 visual_tokenizer/       model.safetensors + config.json (its "name" is a registered tokenizer)
 audio_tokenizer/        the same, when the bundle has audio
+refiners/NAME/          each refiner it holds (e.g. a super-resolution stage): config.json
+                        (its "name" is a registered refiner) + model.safetensors
 ```
 
 The text encoder is recorded by name, options and identity (its weights live in its own
@@ -27,6 +29,7 @@ from videopoet.core.serialization import load_json, save_json
 BUNDLE_NAME = "bundle.json"
 BUNDLE_VERSION = 1
 LM_DIR, VISUAL_DIR, AUDIO_DIR = "lm", "visual_tokenizer", "audio_tokenizer"
+REFINERS_DIR = "refiners"
 
 #: Formats each preset is sized for: the tiny preset serves the demo format (and its image),
 #: the larger ones the paper's four and the 128x128 image.
@@ -53,6 +56,8 @@ class BundleConfig(BaseModel):
     visual_tokenizer: str | None = None
     audio_tokenizer: str | None = None
     text_encoder: TextEncoderRecord | None = None
+    #: registered refiner names held under refiners/NAME/ (absent in older bundles: none)
+    refiners: list[str] = Field(default_factory=list)
     description: str = ""
 
     @field_validator("formats")

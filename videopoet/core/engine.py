@@ -26,6 +26,7 @@ from videopoet.core.bundle import (
     DEMO_FORMATS,
     LM_DIR,
     PAPER_FORMATS,
+    REFINERS_DIR,
     VISUAL_DIR,
     BundleConfig,
     TextEncoderRecord,
@@ -171,7 +172,7 @@ class Engine:
                     encoder.dim,
                     f"{lm.config.text_dim} (the LM's)",
                 )
-        return cls(
+        engine = cls(
             lm,
             visual=visual,
             audio=audio,
@@ -180,6 +181,11 @@ class Engine:
             formats=config.format_list,
             registry=registry,
         )
+        for name in config.refiners:
+            engine.refiners[name] = load_refiner(
+                directory / REFINERS_DIR / name, name, registry, device
+            )
+        return engine
 
     def save_pretrained(self, directory: str | Path, description: str = "") -> Path:
         """Write the bundle atomically: a reader sees the old bundle or the whole new one."""
@@ -190,6 +196,7 @@ class Engine:
             visual_tokenizer=self.visual_spec.name if self.visual is not None else None,
             audio_tokenizer=self.audio_spec.name if self.audio is not None else None,
             text_encoder=self.text_record,
+            refiners=sorted(self.refiners),
             description=description,
         )
 
@@ -199,6 +206,8 @@ class Engine:
                 self.visual.save_pretrained(tmp / VISUAL_DIR)
             if self.audio is not None:
                 self.audio.save_pretrained(tmp / AUDIO_DIR)
+            for name, refiner in self.refiners.items():
+                refiner.save_pretrained(tmp / REFINERS_DIR / name)
             write_bundle_config(tmp, config)
 
         return write_atomic_dir(directory, fill)
@@ -487,6 +496,8 @@ class Engine:
         num_samples: int = 1,
         preview: PreviewFn | None = None,
         progress: bool = False,
+        superres: str | bool | None = None,
+        superres_options: dict[str, Any] | None = None,
         **inputs: Any,
     ) -> GenerationResult:
         """Generate ``num_samples`` outputs of ``task`` from ``inputs`` (``text``, ``image``,
@@ -494,6 +505,10 @@ class Engine:
 
         ``preview(frames, k)`` is called each time a latent frame of the video is complete,
         with the frames decoded so far (the tokenizer is causal: they equal the final ones).
+
+        ``superres``: a refiner this bundle holds (``True``: ``"superres"``) run on the video
+        output, with the text input as its text and ``superres_options`` (e.g. ``steps``,
+        ``text_scale``, ``lr_scale``); the result's video is then the refined one.
         """
         from videopoet.core.generation import generate as sample
         from videopoet.tasks.base import Context, TaskOutput
@@ -504,6 +519,7 @@ class Engine:
         began = time.perf_counter()
         behaviour = self.check_inputs(task, inputs)
         spec = behaviour.spec
+        refiner = self._superres_name(superres, spec)
         if cfg_scale != 1.0 and not spec.cfg_drop:
             raise ConfigError(
                 "cfg_scale", cfg_scale, f"1.0: task {task} has no condition to drop for guidance"
@@ -551,6 +567,14 @@ class Engine:
         output = TaskOutput(video, audio, FPS, sample_rate)
         output = behaviour.to_media(output, conditions)
         timings["decode_s"] = time.perf_counter() - began
+        if refiner is not None and output.video is not None:
+            began = time.perf_counter()
+            text = inputs.get("text") if isinstance(inputs.get("text"), str) else None
+            refined = self.refine(
+                refiner, output.video, text=text, seed=seed, **(superres_options or {})
+            )
+            output = TaskOutput(refined, output.audio, output.fps, output.sample_rate)
+            timings["superres_s"] = time.perf_counter() - began
         return GenerationResult(
             spec.name,
             fmt,
@@ -594,6 +618,20 @@ class Engine:
             preview(self.decode_video(local, (k, h, w)), k)
 
         return on_token
+
+    def _superres_name(self, superres: str | bool | None, spec: TaskSpec) -> str | None:
+        """The refiner ``generate(superres=...)`` asks for, checked before any work."""
+        if superres is None or superres is False:
+            return None
+        name = "superres" if superres is True else str(superres)
+        if spec.target.visual is None:
+            raise ConfigError("superres", name, f"no refiner: task {spec.name} makes no video")
+        if name not in self.refiners:
+            held = ", ".join(sorted(self.refiners)) or "none"
+            raise ConfigError(
+                "superres", name, f"a refiner this bundle holds ({held}); videopoet add-refiner"
+            )
+        return name
 
     def refine(
         self,
@@ -738,6 +776,47 @@ def load_tokenizer(
             str(directory / "model.safetensors"), "weights", f"the weights of {name}: {first}"
         ) from None
     return network.to(device).eval(), spec
+
+
+def load_refiner(
+    directory: str | Path, name: str, registry: Any, device: str | torch.device = "cpu"
+) -> Any:
+    """A bundle's refiner from ``refiners/NAME/``: its config names the registered refiner,
+    whose factory builds it from the config's other keys; the weights load into it."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"refiners.{name}", str(directory), "a folder with config.json")
+    try:
+        config = dict(load_json(config_path))
+    except Exception as exc:  # noqa: BLE001 - reported by path
+        raise ConfigError(str(config_path), "unreadable", f"valid JSON ({exc})") from None
+    if config.get("name") != name:
+        raise ConfigError(f"{config_path}: name", config.get("name"), f"{name} (its folder)")
+    if name not in registry.refiners:
+        known = ", ".join(sorted(registry.refiners)) or "none installed"
+        raise ConfigError(f"{config_path}: name", name, f"a registered refiner ({known})")
+    spec = registry.refiner(name)
+    if spec.factory is None:
+        raise ConfigError(f"refiners.{name}", name, "a refiner that declares a factory")
+    options = {k: v for k, v in config.items() if k not in ("kind", "name")}
+    try:
+        refiner = spec.factory(**options)
+    except VideoPoetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a config the factory refuses, named by path
+        raise ConfigError(
+            str(config_path), sorted(options), f"options {name} takes ({exc})"
+        ) from None
+    state = load_tensors(directory / "model.safetensors", device)
+    try:
+        refiner.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:3]
+        raise ConfigError(
+            str(directory / "model.safetensors"), "weights", f"the weights of {name}: {first}"
+        ) from None
+    return refiner.to(device).eval()
 
 
 def build_text_encoder(record: TextEncoderRecord, registry: Any) -> Any:

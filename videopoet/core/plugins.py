@@ -42,6 +42,7 @@ BUILTIN_PLUGINS = {
     "magvit2": "videopoet.plugins.magvit",
     "encodec16k": "videopoet.plugins.encodec_audio",
     "text_encoders": "videopoet.plugins.text",
+    "superres": "videopoet.plugins.superres",
 }
 
 #: hook name -> (registry attribute, accepted declaration type)

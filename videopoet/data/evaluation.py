@@ -56,6 +56,13 @@ FIGURES: dict[str, tuple[str, str]] = {
     "visual_tokenizer_psnr": ("tokenizer", "encode/decode of the same clips (dB)"),
 }
 
+#: figures of the bundle's super-resolution refiner, present only when it holds one: held-out
+#: clips drawn at the refiner's output size, bicubic-downsampled to the bundle's format
+SUPERRES_FIGURES: dict[str, tuple[str, str]] = {
+    "superres_psnr": ("superres", "refined downsampled clip vs ground truth (dB)"),
+    "bicubic_psnr": ("superres", "bicubic upsampling of the decoded downsampled clip (dB)"),
+}
+
 
 # ---------------------------------------------------------------------------- metrics
 
@@ -350,10 +357,15 @@ class Evaluation:
 
         done = set(self.tasks) | {"tokenizer"}
         other = self.untrained or {}
-        return [
+        rows = [
             (task, key, shown(self.figures.get(key)), shown(other.get(key)))
             for key, (task, _) in FIGURES.items()
             if task in done
+        ]
+        return rows + [
+            (task, key, shown(self.figures[key]), "-")
+            for key, (task, _) in SUPERRES_FIGURES.items()
+            if key in self.figures
         ]
 
 
@@ -426,6 +438,33 @@ def tokenizer_psnr(engine: Any, items: list[world.WorldSample], fmt: Any) -> flo
     return _mean(values)
 
 
+def superres_figures(
+    engine: Any, seeds: int, fmt: Any, config: world.WorldConfig | None = None, bar: Any = None
+) -> dict[str, float | None]:
+    """:data:`SUPERRES_FIGURES` of the bundle's ``superres`` refiner on ``seeds`` held-out
+    clips: each drawn at ``fmt`` times the refiner's scale, bicubic-downsampled to ``fmt``
+    (how its training inputs are made), refined with its caption and seed ``n``; beside it,
+    the same downsampled clip encoded, decoded and bicubic-upsampled."""
+    from videopoet.plugins.superres.refiner import resize
+
+    scale = engine.refiners["superres"].scale
+    shape = engine.visual_spec.latent_shape(fmt.frames, fmt.height, fmt.width)
+    refined, bicubic = [], []
+    for n in range(seeds):
+        item = world.sample(
+            world.EVAL_OFFSET + n, fmt.frames, fmt.height * scale, fmt.width * scale, config
+        )
+        truth = item.video[None]
+        low = resize(truth, 1 / scale)
+        out = engine.refine("superres", low, text=item.caption, seed=n)
+        refined.append(psnr(out, truth))
+        decoded = engine.decode_video(engine.encode_video(low[0]), shape).clamp(-1, 1)
+        bicubic.append(psnr(resize(decoded, scale), truth))
+        if bar is not None:
+            bar.update(1)
+    return {"superres_psnr": _mean(refined), "bicubic_psnr": _mean(bicubic)}
+
+
 def evaluate(
     engine: Any,
     *,
@@ -470,6 +509,7 @@ def evaluate(
         models.append(("untrained", untrained_engine(engine, init_seed)))
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "cfg_scale": cfg_scale}
     total = sum(len(p) for p in plans.values()) * len(models) + seeds
+    total += seeds if "superres" in engine.refiners else 0
     timings: dict[str, float] = {}
     rows: dict[str, dict[str, list[dict]]] = {name: {} for name, _ in models}
     with tqdm(total=total, desc="evaluate", unit="clip", disable=not progress) as bar:
@@ -492,6 +532,12 @@ def evaluate(
         visual_psnr = tokenizer_psnr(engine, items, fmt)
         bar.update(seeds)
         timings["visual_tokenizer"] = time.perf_counter() - began
+        refined: dict[str, float | None] = {}
+        if "superres" in engine.refiners:
+            began = time.perf_counter()
+            bar.set_postfix_str("superres")
+            refined = superres_figures(engine, seeds, fmt, world_config, bar)
+            timings["superres"] = time.perf_counter() - began
 
     def figures(model: str) -> dict[str, float | int | None]:
         out: dict[str, float | int | None] = {key: None for key in FIGURES}
@@ -505,7 +551,7 @@ def evaluate(
         format=str(fmt),
         seeds=seeds,
         tasks=[t for t in runnable if t not in skipped],
-        figures=figures("bundle"),
+        figures={**figures("bundle"), **refined},
         untrained=figures("untrained") if untrained else None,
         skipped=skipped,
         sampling=sampling,

@@ -93,7 +93,10 @@ class MagvitTrainingAdapter:
         indices = [step * n + i for i in range(n)]
         frames = 1 if image else d.frames
         if self.loss.object_weight == 0:
-            return {"video": make_batch(indices, frames, d.height, d.width, d.world()), "step": step}
+            return {
+                "video": make_batch(indices, frames, d.height, d.width, d.world()),
+                "step": step,
+            }
         items = [sample(i, frames, d.height, d.width, d.world()) for i in indices]
         masks = torch.stack([item.masks for item in items])
         return {
