@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -315,10 +316,17 @@ def test_a_video_tokenizer_is_not_loaded_as_the_audio_tokenizer(saved, tmp_path)
     message = str(info.value)
     assert "expected a encodec_audio audio tokenizer checkpoint" in message
     assert "holds a video tokenizer (kind 'magvit', name 'magvit2_tiny')" in message
-    # a directory saved before magvit recorded its kind (the committed one) is recognised too
+    # a directory saved before magvit recorded its kind is recognised too
     committed = ROOT / "checkpoints" / "magvit2_tiny_world"
+    old = tmp_path / "kindless"
+    old.mkdir()
+    config = json.loads((committed / "config.json").read_text())
+    config.pop("kind", None)
+    (old / "config.json").write_text(json.dumps(config))
+    shutil.copy(committed / "model.safetensors", old / "model.safetensors")
     with pytest.raises(ConfigError, match=r"holds a video tokenizer \(name 'magvit2_tiny'\)"):
-        _loaders()["audio"](committed)
+        _loaders()["audio"](old)
+    assert _loaders()["video"](old).config.name == "magvit2_tiny"
     assert _loaders()["video"](committed).config.name == "magvit2_tiny"
 
 
