@@ -58,3 +58,14 @@ def test_committed_audio_tokenizer_keeps_the_pitch(held_out):
     assert figures["audio_pitch_corr"] >= 0.85, figures
     assert figures["audio_codebook_usage"] >= 0.5, figures
     assert figures["audio_spectral_distance"] < 4.0, figures
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_committed_demo_bundle_loads_and_generates():
+    from videopoet.core.engine import Engine
+
+    engine = Engine.from_pretrained(ROOT / "checkpoints" / "videopoet_tiny_world")
+    assert {"t2v", "i2v", "a2v", "v2a"} <= set(engine.tasks())
+    result = engine.generate("t2i", text="a red square on a black background", seed=0)
+    assert result.video.shape == (1, 3, 1, 64, 64)
+    assert result.video.abs().max() <= 1.0 + 1e-3
