@@ -737,13 +737,7 @@ def load_tokenizer(
     """(network, registered declaration) from a saved tokenizer folder: its config names the
     registered declaration, whose factory builds the network; the weights load into it."""
     directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(f"{modality}_tokenizer", str(directory), "a folder with config.json")
-    try:
-        config = dict(load_json(config_path))
-    except Exception as exc:  # noqa: BLE001 - reported by path
-        raise ConfigError(str(config_path), "unreadable", f"valid JSON ({exc})") from None
+    config_path, config = _read_saved_config(directory, f"{modality}_tokenizer")
     name = config.get("name")
     if name not in registry.tokenizers:
         raise ConfigError(
@@ -758,24 +752,7 @@ def load_tokenizer(
             str(directory),
             f"a {modality} tokenizer; this folder holds {name}, a {spec.modality} tokenizer",
         )
-    options = {k: v for k, v in config.items() if k not in ("kind", "name")}
-    try:
-        network = spec.factory(**options)
-    except VideoPoetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a config the factory refuses, named by path
-        raise ConfigError(
-            str(config_path), sorted(options), f"options {name} takes ({exc})"
-        ) from None
-    state = load_tensors(directory / "model.safetensors", device)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[:3]
-        raise ConfigError(
-            str(directory / "model.safetensors"), "weights", f"the weights of {name}: {first}"
-        ) from None
-    return network.to(device).eval(), spec
+    return _build_with_weights(spec.factory, config, config_path, device), spec
 
 
 def load_refiner(
@@ -784,13 +761,7 @@ def load_refiner(
     """A bundle's refiner from ``refiners/NAME/``: its config names the registered refiner,
     whose factory builds it from the config's other keys; the weights load into it."""
     directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(f"refiners.{name}", str(directory), "a folder with config.json")
-    try:
-        config = dict(load_json(config_path))
-    except Exception as exc:  # noqa: BLE001 - reported by path
-        raise ConfigError(str(config_path), "unreadable", f"valid JSON ({exc})") from None
+    config_path, config = _read_saved_config(directory, f"refiners.{name}")
     if config.get("name") != name:
         raise ConfigError(f"{config_path}: name", config.get("name"), f"{name} (its folder)")
     if name not in registry.refiners:
@@ -799,24 +770,41 @@ def load_refiner(
     spec = registry.refiner(name)
     if spec.factory is None:
         raise ConfigError(f"refiners.{name}", name, "a refiner that declares a factory")
+    return _build_with_weights(spec.factory, config, config_path, device)
+
+
+def _read_saved_config(directory: Path, field: str) -> tuple[Path, dict[str, Any]]:
+    """``directory/config.json`` of a saved network, every problem named by path."""
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(field, str(directory), "a folder with config.json")
+    try:
+        return config_path, dict(load_json(config_path))
+    except Exception as exc:  # noqa: BLE001 - reported by path
+        raise ConfigError(str(config_path), "unreadable", f"valid JSON ({exc})") from None
+
+
+def _build_with_weights(
+    factory: Any, config: dict[str, Any], config_path: Path, device: str | torch.device
+) -> Any:
+    """The network ``factory`` builds from the config's options, with the weights beside it."""
+    name = config.get("name")
     options = {k: v for k, v in config.items() if k not in ("kind", "name")}
     try:
-        refiner = spec.factory(**options)
+        network = factory(**options)
     except VideoPoetError:
         raise
     except Exception as exc:  # noqa: BLE001 - a config the factory refuses, named by path
         raise ConfigError(
             str(config_path), sorted(options), f"options {name} takes ({exc})"
         ) from None
-    state = load_tensors(directory / "model.safetensors", device)
+    weights = config_path.parent / "model.safetensors"
     try:
-        refiner.load_state_dict(state)
+        network.load_state_dict(load_tensors(weights, device))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[:3]
-        raise ConfigError(
-            str(directory / "model.safetensors"), "weights", f"the weights of {name}: {first}"
-        ) from None
-    return refiner.to(device).eval()
+        raise ConfigError(str(weights), "weights", f"the weights of {name}: {first}") from None
+    return network.to(device).eval()
 
 
 def build_text_encoder(record: TextEncoderRecord, registry: Any) -> Any:
