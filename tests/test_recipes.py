@@ -25,6 +25,7 @@ BUILTINS = {
     "text_to_audiovisual",
     "long_video",
     "plugin_reverse",
+    "train-world-tiny",  # a recipe of stages: tests/test_recipe_training.py
 }
 
 

@@ -11,6 +11,8 @@ from videopoet.core.errors import ConfigError
 
 #: the trained tiny bundle committed with the repository
 DEFAULT_BUNDLE = CHECKPOINTS / "videopoet_tiny_world"
+#: the built-in recipe `--train` runs, and its default run folder
+TRAIN_RECIPE, TRAIN_OUT = "train-world-tiny", Path("runs") / "train-world-tiny"
 
 
 def missing_bundle(path: Path) -> ConfigError:
@@ -18,7 +20,7 @@ def missing_bundle(path: Path) -> ConfigError:
     default = path.resolve() == DEFAULT_BUNDLE.resolve()
     how = (
         "the trained tiny bundle, committed with the repository: check out the whole "
-        "repository (or train it again with `videopoet demo --train`, about three hours)"
+        "repository (or train it again with `videopoet demo --train`, about 2.5 hours)"
         if default
         else "a bundle folder"
     )
@@ -30,11 +32,31 @@ def missing_bundle(path: Path) -> ConfigError:
     )
 
 
+def train_bundle(out: Path, overrides: list[str], progress: bool) -> Path:
+    """Run the training recipe into ``out`` (finished stages are skipped, an interrupted one
+    resumes) and say where its bundle is; returns the bundle folder."""
+    from videopoet.recipes.runner import run_recipe
+
+    result = run_recipe(TRAIN_RECIPE, overrides, out=out, progress=progress)
+    bundle = result.final.outputs.get("bundle")
+    if bundle is None:
+        expected = f"a {TRAIN_RECIPE} run whose last stage has a bundle"
+        raise ConfigError("train_set", overrides, expected)
+    print(f"trained bundle: {bundle} (run folder {out}, model card {bundle / 'MODEL_CARD.md'})")
+    print(f"look at it again: videopoet demo --bundle {bundle}")
+    return Path(bundle)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from videopoet.core.bundle import BUNDLE_NAME
 
-    bundle = Path(args.bundle)
-    if not (bundle / BUNDLE_NAME).is_file():
+    if args.train is not None and args.bundle is not None:
+        expected = "no --bundle with --train (the demo shows what it trains)"
+        raise ConfigError("bundle", args.bundle, expected)
+    if args.train_set and args.train is None:
+        raise ConfigError("train_set", args.train_set, "no --train-set without --train")
+    bundle = Path(args.bundle) if args.bundle is not None else DEFAULT_BUNDLE
+    if args.train is None and not (bundle / BUNDLE_NAME).is_file():
         raise missing_bundle(bundle)
     if args.samples is not None and args.samples < 1:
         raise ConfigError("samples", args.samples, "at least 1")
@@ -47,7 +69,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from videopoet.demo.runner import check_out, run_demo
 
-    check_out(Path(args.out))  # before any model is loaded
+    check_out(Path(args.out))  # before any model is loaded (or trained)
+    if args.train is not None:
+        bundle = train_bundle(Path(args.train), args.train_set or [], not args.quiet)
     sampling = {"temperature": args.temperature, "top_k": args.top_k}
     report = run_demo(
         bundle,
@@ -98,9 +122,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--bundle",
-        default=str(DEFAULT_BUNDLE),
+        default=None,
         help="bundle folder (default: the committed trained tiny bundle, "
         "checkpoints/videopoet_tiny_world)",
+    )
+    p.add_argument(
+        "--train",
+        nargs="?",
+        const=str(TRAIN_OUT),
+        default=None,
+        metavar="RUN_DIR",
+        help=f"first train the bundle with the recipe {TRAIN_RECIPE} into RUN_DIR (default "
+        f"{TRAIN_OUT}; about 2.5 h on 2 CPU cores; run again to resume), then show it",
+    )
+    p.add_argument(
+        "--train-set",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="overrides of the training recipe, e.g. inputs.seed=1 inputs.text_encoder=minilm",
     )
     p.add_argument("--out", default="demo-output", help="gallery folder (default demo-output)")
     p.add_argument("--quick", action="store_true", help="a reduced set of cases, one sample each")

@@ -36,7 +36,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     width = max((len(r["name"]) for r in rows), default=4)
     for row in rows:
         print(f"{row['name']:<{width}}  {row['description']}")
-    print("\nrun one: videopoet run NAME bundle=DIR [key=value ...]  (--dry-run shows the plan)")
+    print(
+        "\nrun one: videopoet run NAME bundle=DIR [key=value ...]  (--dry-run shows the plan);"
+        "\na recipe of stages (train-...) makes its own bundle: videopoet run NAME [key=value ...]"
+    )
     return 0
 
 
@@ -51,7 +54,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
-    p.add_argument("--force", action="store_true", help="run every step, even unchanged ones")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run every step, even unchanged ones (a recipe of stages: start every stage over)",
+    )
     p.add_argument("--out", default=None, help="run folder (default: outputs/RECIPE_NAME)")
     p.add_argument(
         "--allow",

@@ -2,7 +2,9 @@
 
 ``run_recipe(path_or_dict, overrides)`` validates the whole chain, then runs it step by step
 into a run folder; ``plan_recipe`` stops after validation (``videopoet run --dry-run``).
-See docs/recipes.md. Names are imported lazily, so listing recipes does not load torch.
+A recipe of pipeline stages (``stage:`` steps: init, tokenize, train, ...) trains a bundle
+instead (:mod:`videopoet.recipes.stages`). See docs/recipes.md. Names are imported lazily, so
+listing recipes does not load torch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 _EXPORTS = {
     "RecipeError": "errors",
+    "StageStopped": "errors",
     "StepError": "errors",
     "LoadedRecipe": "loader",
     "builtin_recipes": "loader",
@@ -20,6 +23,8 @@ _EXPORTS = {
     "StepResult": "runner",
     "plan_recipe": "runner",
     "run_recipe": "runner",
+    "StageResult": "stage_runner",
+    "STAGES": "stages",
     "Recipe": "schema",
     "Sampling": "schema",
     "Step": "schema",

@@ -46,3 +46,12 @@ def one_of(name: Any, known: Iterable[str], what: str) -> str:
     close = difflib.get_close_matches(str(name), known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"{what}: {', '.join(known) or 'none'}{hint}"
+
+
+class StageStopped(VideoPoetError):
+    """A stage that ended before its work was done (a time limit, ``train.stop_at``): its
+    progress is kept, and running the same command again continues it."""
+
+    def __init__(self, step: str, stage: str, why: str) -> None:
+        self.step, self.stage, self.why = step, stage, why
+        super().__init__(f"step {step} (stage {stage}): {why}; run the same command again to go on")

@@ -5,6 +5,9 @@ chain gives the same media whether an earlier step ran now or was skipped. A ste
 when its folder holds a ``step.json`` whose key matches: a content hash of the step's kind,
 task or refiner, options, inputs (file contents; an earlier step's output hash; literals) and
 the bundle's identity. ``force=True`` runs every step.
+
+A recipe of pipeline stages (``stage:`` steps, which make a bundle instead of reading one) is
+run by :class:`videopoet.recipes.stage_runner.StageRunner`.
 """
 
 from __future__ import annotations
@@ -82,6 +85,17 @@ class StepResult:
             return self.video[:, -1:]
         return self.video
 
+    def row(self) -> dict[str, Any]:
+        """The step in ``videopoet run``'s JSON summary."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "target": self.target,
+            "skipped": self.skipped,
+            "files": [str(f) for f in self.files],
+            "seconds": self.seconds,
+        }
+
     @property
     def seconds(self) -> float | None:
         if self.video is not None and self.video.shape[1] > 1:
@@ -93,15 +107,16 @@ class StepResult:
 
 @dataclass
 class RecipeResult:
-    """What :func:`run_recipe` returns: each step's result, in order, and the run folder."""
+    """What :func:`run_recipe` returns: each step's result, in order, and the run folder
+    (a :class:`StepResult` per step, or a ``StageResult`` per stage of a recipe of stages)."""
 
     name: str
     out: Path
     run_json: Path
-    steps: dict[str, StepResult] = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def final(self) -> StepResult:
+    def final(self) -> Any:
         return list(self.steps.values())[-1]
 
     def summary(self) -> dict[str, Any]:
@@ -109,17 +124,7 @@ class RecipeResult:
             "recipe": self.name,
             "out": str(self.out),
             "run_json": str(self.run_json),
-            "steps": [
-                {
-                    "name": s.name,
-                    "kind": s.kind,
-                    "target": s.target,
-                    "skipped": s.skipped,
-                    "files": [str(f) for f in s.files],
-                    "seconds": s.seconds,
-                }
-                for s in self.steps.values()
-            ],
+            "steps": [s.row() for s in self.steps.values()],
         }
 
 
@@ -138,12 +143,13 @@ def plan_recipe(
     check_engine: bool = True,
 ) -> Plan:
     """Load and validate a recipe and, with ``check_engine``, check it against its bundle
-    (loaded unless ``engine`` is given): what ``videopoet run --dry-run`` prints."""
+    (loaded unless ``engine`` is given): what ``videopoet run --dry-run`` prints. A recipe of
+    stages has no bundle to check against."""
     optional = ("bundle",) if engine is not None else ()
     loaded = load_recipe(recipe, overrides, allow=allow, base_dir=base_dir, optional=optional)
     registry = _registry(engine, registry)
     planned = plan(loaded, registry, need_bundle=engine is None)
-    if check_engine:
+    if check_engine and not planned.stages:
         engine = engine if engine is not None else _load_engine(planned, device, registry)
         check_with_engine(planned, engine)
     return planned
@@ -166,13 +172,21 @@ def run_recipe(
 
     The whole chain is validated first; the bundle is loaded (unless ``engine`` is given) only
     when a step has to run. Outputs go to ``out`` (default ``outputs/<recipe name>``), one
-    folder per step, with ``run.json``; unchanged steps are skipped unless ``force``.
+    folder per step, with ``run.json``; unchanged steps are skipped unless ``force``. A recipe
+    of stages needs no bundle: its finished stages are skipped, an interrupted one resumes,
+    and ``force`` starts every stage over.
     """
     optional = ("bundle",) if engine is not None else ()
     loaded = load_recipe(recipe, overrides, allow=allow, base_dir=base_dir, optional=optional)
     registry = _registry(engine, registry)
     planned = plan(loaded, registry, need_bundle=engine is None)
     folder = Path(out) if out is not None else Path("outputs") / loaded.recipe.name
+    if planned.stages:
+        from videopoet.recipes.stage_runner import StageRunner
+
+        if engine is not None:
+            raise ConfigError("engine", "given", "none: a recipe of stages makes its own bundle")
+        return StageRunner(planned, folder, force, progress).run()
     return _Runner(planned, folder, force, engine, device, progress, registry).run()
 
 

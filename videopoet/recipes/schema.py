@@ -4,6 +4,9 @@ A recipe is a mapping with ``name``, ``description``, ``bundle``, ``inputs`` (th
 files and literals, referenced as ``${inputs.NAME}``), ``defaults`` (sampling options every
 step starts from) and ordered ``steps``: a mapping from step name to a :class:`Step`, in file
 order. Every model forbids unknown keys, so a misspelled key is an error naming its dotted path.
+A ``stage`` step is a pipeline stage (init, tokenize, train, ...; see
+:mod:`videopoet.recipes.stages`): its ``inputs`` are earlier stages' outputs or folders, its
+``options`` the stage's own.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ IMPORT_KEYS = ("_target_", "_component_", "_partial_", "_recursive_", "_convert_
 #: What a step hands on: ``image`` is the first frame, ``last_frame`` the last one.
 OUTPUTS = ("video", "image", "last_frame", "audio")
 
-#: The three kinds of step and the field that names each.
-KINDS = ("task", "refiner", "repeat")
+#: The kinds of step and the field that names each.
+KINDS = ("task", "refiner", "repeat", "stage")
 
 
 class _Strict(BaseModel):
@@ -66,13 +69,15 @@ class Sampling(_Strict):
 
 
 class Step(_Strict):
-    """One step: exactly one of ``task``, ``refiner`` or ``repeat``, its inputs and options."""
+    """One step: exactly one of ``task``, ``refiner``, ``repeat`` or ``stage``, its inputs and
+    options."""
 
     task: str | None = Field(default=None, description="a registered task")
     refiner: str | None = Field(default=None, description="a registered refiner")
     repeat: int | None = Field(
         default=None, ge=1, description="rounds of frame prediction that extend a video"
     )
+    stage: str | None = Field(default=None, description="a pipeline stage (docs/recipes.md)")
     description: str = ""
     inputs: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -89,7 +94,7 @@ class Step(_Strict):
         given = [k for k in KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             shown = ", ".join(given) if given else "none"
-            raise ValueError(f"exactly one of task, refiner or repeat (given: {shown})")
+            raise ValueError(f"exactly one of task, refiner, repeat or stage (given: {shown})")
         return self
 
     @property
@@ -98,7 +103,7 @@ class Step(_Strict):
 
     @property
     def target(self) -> str:
-        """The task or refiner the step runs (``fp`` for ``repeat``)."""
+        """The task, refiner or stage the step runs (``fp`` for ``repeat``)."""
         if self.kind == "repeat":
             return "fp"
         return str(getattr(self, self.kind))

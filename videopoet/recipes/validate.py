@@ -11,6 +11,9 @@ the step and the field):
    is one the bundle serves and the task takes, the layout fits the model, a referenced clip is
    long enough, a refiner is held by the bundle and takes the options given. It fills in each
    step's format, token counts and output shape (what ``videopoet run --dry-run`` prints).
+
+A recipe of pipeline stages (``stage:`` steps) is planned by
+:func:`videopoet.recipes.stage_plan.plan_stages` instead: it needs no bundle, and has no pass 2.
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ class PlannedStep:
 
     index: int
     name: str
-    kind: str  # task | refiner | repeat
-    target: str  # the task (fp for repeat) or refiner
+    kind: str  # task | refiner | repeat | stage
+    target: str  # the task (fp for repeat), refiner or stage
     inputs: dict[str, FileInput | Literal | StepRef]
     options: dict[str, Any]
     outputs: tuple[str, ...]
@@ -92,6 +95,8 @@ class PlannedStep:
     carried: dict[str, str] = field(default_factory=dict)
     repeat: int | None = None
     description: str = ""
+    #: a config-driven stage's training YAML with its overrides merged in
+    config: dict[str, Any] | None = None
     # filled in by check_with_engine
     format: Any = None
     tokens: dict[str, int] | None = None
@@ -108,6 +113,8 @@ class PlannedStep:
             out |= {"repeat": self.repeat, "task": self.target}
         out["inputs"] = {k: describe_input(v) for k, v in self.inputs.items()}
         out["options"] = dict(self.options)
+        if self.config is not None:
+            out["config"] = self.config
         out["outputs"] = list(self.outputs)
         if self.carried:
             out["carried"] = dict(self.carried)
@@ -133,6 +140,11 @@ class Plan:
     def name(self) -> str:
         return self.loaded.recipe.name
 
+    @property
+    def stages(self) -> bool:
+        """Whether this is a recipe of pipeline stages (which needs no bundle)."""
+        return bool(self.steps) and all(s.kind == "stage" for s in self.steps)
+
     def step(self, name: str) -> PlannedStep:
         return next(s for s in self.steps if s.name == name)
 
@@ -151,8 +163,12 @@ class Plan:
         """The plan as ``videopoet run --dry-run`` prints it."""
         recipe = self.loaded.recipe
         lines = [f"recipe {recipe.name}: {recipe.description}".rstrip(": ")]
-        lines.append(f"bundle: {self.bundle}")
+        if not self.stages:
+            lines.append(f"bundle: {self.bundle}")
         for step in self.steps:
+            if step.kind == "stage":
+                lines += _stage_lines(step)
+                continue
             what = f"{step.kind} {step.target}"
             if step.kind == "repeat":
                 what = f"repeat {step.repeat} x fp"
@@ -174,9 +190,27 @@ class Plan:
         return "\n".join(lines)
 
 
-def _shown(value: FileInput | Literal | StepRef) -> str:
+def _stage_lines(step: PlannedStep) -> list[str]:
+    from videopoet.recipes.stage_plan import leaves
+
+    lines = [f"{step.index + 1}. {step.name}: stage {step.target}"]
+    for key, value in step.inputs.items():
+        lines.append(f"     {key}: {_shown(value)}")
+    options = {k: v for k, v in step.options.items() if k != "overrides" and v not in (None, {})}
+    if options:
+        lines.append("     options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    overrides = leaves(step.options.get("overrides") or {})
+    if overrides:
+        lines.append("     overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    lines.append(f"     -> {', '.join(step.outputs)}")
+    return lines
+
+
+def _shown(value: Any) -> str:
     if isinstance(value, StepRef):
         return str(value)
+    if not isinstance(value, FileInput | Literal):  # a stage's path input
+        return str(value.path)
     if isinstance(value, FileInput):
         return f"{value.kind} file {value.path}"
     return repr(value.value)
@@ -198,6 +232,10 @@ def _shape_text(shape: dict[str, Any]) -> str:
 def plan(loaded: LoadedRecipe, registry: Any, *, need_bundle: bool = True) -> Plan:
     """Check the chain against the registry (no model is loaded, no media decoded)."""
     recipe = loaded.recipe
+    if any(step.kind == "stage" for step in recipe.steps.values()):
+        from videopoet.recipes.stage_plan import plan_stages
+
+        return plan_stages(loaded, registry)
     problems: list[ConfigError] = []
     bundle = _bundle(loaded, problems) if need_bundle or recipe.bundle is not None else None
     names = list(recipe.steps)
