@@ -165,7 +165,9 @@ def test_evaluate_json_has_every_figure_and_the_untrained_block(report, small_bu
     assert record["seeds"] == 2 and record["format"] == "9x32x32"
     assert record["bundle"] == str(small_bundle)
     assert set(record["tasks"]) == set(PROBES) and record["skipped"] == {}
-    assert record["sampling"]["temperature"] == 1.0 and record["sampling"]["top_k"] is None
+    # no generation section in the bundle: every task sampled as before (guidance off)
+    plain = {"cfg_scale": 1.0, "temperature": 1.0, "top_k": None, "top_p": None}
+    assert record["sampling"] == {task: plain for task in PROBES}
     for block in (record, record["untrained"]):
         assert set(FIGURES) <= set(block)
         for key in FIGURES:

@@ -72,7 +72,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_out(Path(args.out))  # before any model is loaded (or trained)
     if args.train is not None:
         bundle = train_bundle(Path(args.train), args.train_set or [], not args.quiet)
-    sampling = {"temperature": args.temperature, "top_k": args.top_k}
+    sampling = {"cfg_scale": args.cfg_scale, "temperature": args.temperature}
+    sampling |= {"top_k": args.top_k, "top_p": args.top_p}
     report = run_demo(
         bundle,
         args.out,
@@ -149,8 +150,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--samples", type=int, default=None, help="held-out samples per case (default 3, quick 1)"
     )
     p.add_argument("--cases", default=None, help="comma-separated case keys, e.g. t2v,v2a")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens")
+    p.add_argument(
+        "--cfg-scale",
+        type=float,
+        default=None,
+        help="guidance for the tasks with a condition to drop (default: the bundle's)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (the bundle's)"
+    )
+    p.add_argument(
+        "--top-k", type=int, default=None, help="sample from the k likeliest tokens (the bundle's)"
+    )
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling (the bundle's)")
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained reference")
     p.add_argument(
         "--screenshot",

@@ -65,8 +65,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     fvd = None
     if extractor is not None:
-        from videopoet.data.evaluation import untrained_engine
+        from videopoet.data.evaluation import task_sampling, untrained_engine
         from videopoet.data.frechet import frechet_figures
+
+        given = {"cfg_scale": args.cfg_scale, "temperature": args.temperature}
+        given |= {"top_k": args.top_k, "top_p": args.top_p}
 
         fvd = frechet_figures(
             engine,
@@ -74,7 +77,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             clips=args.fvd_clips,
             untrained=None if args.no_untrained else untrained_engine(engine, args.init_seed),
             format=args.format,
-            sampling=result.sampling,
+            sampling=task_sampling(engine, "t2v", given),
             progress=not args.quiet,
         )
         result.figures["t2v_fvd"] = fvd.pop("bundle")
@@ -89,6 +92,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = [("task", "figure", "bundle", "untrained"), *result.table()]
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     print(f"{args.bundle}: {result.seeds} held-out seeds at {result.format}")
+    if result.sampling:
+        from videopoet.core.generation_config import describe_sampling
+
+        print(f"sampling (bundle and untrained): {describe_sampling(result.sampling)}")
     for n, row in enumerate(rows):
         cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
         cells += [row[c].rjust(widths[c]) for c in (2, 3)]
@@ -121,10 +128,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated subset, e.g. t2v,fp")
     p.add_argument("--format", default=None, help="one of the bundle's video formats")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--cfg-scale", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--top-k", type=int, default=None, help="0 = off (default: the bundle's)")
+    p.add_argument("--top-p", type=float, default=None, help="1 = off (default: the bundle's)")
+    p.add_argument(
+        "--cfg-scale",
+        type=float,
+        default=None,
+        help="guidance for the tasks with a condition to drop (default: the bundle's)",
+    )
     p.add_argument("--init-seed", type=int, default=0, help="seed of the untrained LM")
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained reference")
     p.add_argument("--device", default="cpu")

@@ -100,6 +100,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "task": result.task,
         "format": str(result.format),
         "files": [str(p) for p in written],
+        "sampling": result.sampling,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
     }
     print(json.dumps(record))
@@ -131,6 +132,9 @@ def _superres(args: argparse.Namespace, bundle: BundleConfig) -> dict[str, objec
 
 def cmd_init(args: argparse.Namespace) -> int:
     from videopoet.core.engine import Engine
+    from videopoet.core.generation_config import apply_overrides
+
+    generation = apply_overrides(None, args.generation)  # checked before any model is built
 
     visual = args.visual_tokenizer or (TINY_VISUAL if args.preset == "tiny" else None)
     audio = args.audio_tokenizer or (TINY_AUDIO if args.preset == "tiny" else None)
@@ -146,6 +150,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         text_encoder=args.text_encoder,
         formats=args.formats,
         seed=args.seed,
+        generation=generation,
     )
     path = engine.save_pretrained(args.dir, description=f"untrained {args.preset} bundle")
     print(
@@ -158,6 +163,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "max_seq_len": engine.lm.config.max_seq_len,
                 "formats": [str(f) for f in engine.formats],
                 "tasks": engine.tasks(),
+                "generation": generation.model_dump(mode="json") if generation else None,
             }
         )
     )
@@ -180,10 +186,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="another input the task lists (direction=left, amount=0.3, condition_frames=1)",
     )
     p.add_argument("--format", default=None, help="FRAMESxHEIGHTxWIDTH (default: the bundle's)")
-    p.add_argument("--cfg-scale", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument(
+        "--cfg-scale", type=float, default=None, help="guidance, 1 = off (default: the bundle's)"
+    )
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (the bundle's)")
+    p.add_argument("--top-k", type=int, default=None, help="0 = off (default: the bundle's)")
+    p.add_argument("--top-p", type=float, default=None, help="1 = off (default: the bundle's)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--extend", type=int, default=0, help="extend the video N times (fp)")
@@ -212,4 +220,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-encoder", default="hash", help="registered text encoder name")
     p.add_argument("--formats", nargs="+", default=None, help="e.g. 17x64x64 1x64x64")
     p.add_argument("--seed", type=int, default=0)
+    add_generation_argument(p)
     p.set_defaults(func=cmd_init)
+
+
+def add_generation_argument(p: argparse.ArgumentParser) -> None:
+    """``--generation KEY=VALUE ...``: the bundle's sampling defaults."""
+    p.add_argument(
+        "--generation",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="a sampling default the bundle records (cfg_scale, temperature, top_k, top_p; "
+        "TASK.KEY=VALUE for one task), e.g. cfg_scale=3 t2v.temperature=0.8",
+    )

@@ -24,13 +24,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from videopoet.core.generation_config import apply_overrides
     from videopoet.core.lm_training import bundle_from_run
 
-    print(json.dumps({"bundle": str(bundle_from_run(args.run, args.out, args.step))}))
+    apply_overrides(None, args.generation)  # the syntax and values, before any model loads
+    path = bundle_from_run(args.run, args.out, args.step, generation=args.generation)
+    print(json.dumps({"bundle": str(path)}))
     return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from videopoet.cli_generate import add_generation_argument
+
     p = sub.add_parser("tokenize", help="tokenize a dataset into token shards for LM training")
     p.add_argument("config", help="YAML config (see configs/lm/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. world.seed=1")
@@ -45,4 +50,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="train.out_dir of a videopoet train run")
     p.add_argument("--out", required=True, help="the bundle folder to write")
     p.add_argument("--step", type=int, default=None, help="default: the newest checkpoint")
+    add_generation_argument(p)
     p.set_defaults(func=cmd_export)

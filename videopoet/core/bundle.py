@@ -11,7 +11,9 @@ refiners/NAME/          each refiner it holds (e.g. a super-resolution stage): c
 
 The text encoder is recorded by name, options and identity (its weights live in its own
 package or a local folder), so a bundle built with one encoder is never silently used with
-another.
+another. ``generation`` (optional) holds the sampling settings the bundle recommends
+(:mod:`videopoet.core.generation_config`); a bundle without it samples with guidance off,
+temperature 1.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from videopoet.core.declarations import Format, parse_format
 from videopoet.core.errors import ConfigError
+from videopoet.core.generation_config import GenerationDefaults
 from videopoet.core.serialization import load_json, save_json
 
 BUNDLE_NAME = "bundle.json"
@@ -59,6 +62,8 @@ class BundleConfig(BaseModel):
     #: registered refiner names held under refiners/NAME/ (absent in older bundles: none)
     refiners: list[str] = Field(default_factory=list)
     description: str = ""
+    #: recommended sampling settings (absent: guidance off, temperature 1, no top-k/top-p)
+    generation: GenerationDefaults | None = None
 
     @field_validator("formats")
     @classmethod
@@ -94,4 +99,7 @@ def read_bundle_config(directory: str | os.PathLike) -> BundleConfig:
 
 
 def write_bundle_config(directory: Path, config: BundleConfig) -> None:
-    save_json(directory / BUNDLE_NAME, config.model_dump(mode="json"))
+    data = config.model_dump(mode="json")
+    if data.get("generation") is None:  # no section: the file an older version wrote
+        data.pop("generation", None)
+    save_json(directory / BUNDLE_NAME, data)

@@ -35,6 +35,12 @@ from videopoet.core.bundle import (
 )
 from videopoet.core.declarations import FPS, Format, TaskSpec, parse_format
 from videopoet.core.errors import ConfigError, LayoutError, VideoPoetError
+from videopoet.core.generation_config import (
+    SAMPLING_KEYS,
+    GenerationDefaults,
+    check_tasks,
+    parse_generation,
+)
 from videopoet.core.serialization import load_json, load_tensors, write_atomic_dir
 from videopoet.sequences.layout import Layout, build_layout
 
@@ -73,6 +79,8 @@ class GenerationResult:
     fps: float = 8.0
     sample_rate: int = 16_000
     timings: dict[str, float] = field(default_factory=dict)
+    #: the sampling settings used: explicit arguments over the bundle's defaults
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     @property
     def images(self) -> torch.Tensor | None:
@@ -121,8 +129,10 @@ class Engine:
         text_record: TextEncoderRecord | None = None,
         formats: list[Format] | None = None,
         registry: Any = None,
+        generation: GenerationDefaults | dict[str, Any] | None = None,
     ) -> None:
-        """``visual`` / ``audio``: (network, registered declaration) pairs, or None."""
+        """``visual`` / ``audio``: (network, registered declaration) pairs, or None;
+        ``generation``: the bundle's sampling defaults (None: the section is absent)."""
         from videopoet.core.plugins import get_registry
 
         self.lm, self.vocab = lm, lm.vocab
@@ -134,6 +144,57 @@ class Engine:
         self.registry = registry if registry is not None else get_registry()
         #: Loaded refiners by registered name (super-resolution stages, ...); see ``refine``.
         self.refiners: dict[str, Any] = {}
+        self.generation = generation
+
+    # ------------------------------------------------------------------ sampling defaults
+
+    @property
+    def generation(self) -> GenerationDefaults | None:
+        """The bundle's ``generation`` section (None: absent, today's defaults apply); set it
+        with a :class:`GenerationDefaults`, a mapping (validated) or None; ``save_pretrained``
+        writes it."""
+        return self._generation
+
+    @generation.setter
+    def generation(self, value: GenerationDefaults | dict[str, Any] | None) -> None:
+        if value is not None:
+            value = parse_generation(value)
+            check_tasks(value, self.registry)
+        self._generation = value
+
+    def sampling_for(
+        self,
+        task: str,
+        *,
+        cfg_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> dict[str, Any]:
+        """The settings ``generate(task, ...)`` samples with: each value given here, else the
+        bundle's default for ``task`` (its ``generation.tasks`` entry, else the bundle-level
+        value). ``top_k=0`` and ``top_p=1`` switch those off whatever the bundle says. A task
+        with no condition to drop uses ``cfg_scale`` 1 (a given value other than 1 is an
+        error)."""
+        from videopoet.core.generation import _check_options
+
+        spec = self.registry.task(task)
+        settings = (self.generation or GenerationDefaults()).for_task(task)
+        if not spec.cfg_drop:
+            settings["cfg_scale"] = 1.0  # a bundle-wide default has nothing to guide here
+            if cfg_scale is not None and cfg_scale != 1.0:
+                raise ConfigError(
+                    "cfg_scale",
+                    cfg_scale,
+                    f"1.0: task {task} has no condition to drop for guidance",
+                )
+        given = {"cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k}
+        given["top_p"] = top_p
+        settings |= {k: v for k, v in given.items() if v is not None}
+        if settings["top_k"] == 0:
+            settings["top_k"] = None
+        _check_options(*(settings[k] for k in SAMPLING_KEYS))
+        return settings
 
     # ------------------------------------------------------------------ bundles
 
@@ -180,6 +241,7 @@ class Engine:
             text_record=config.text_encoder,
             formats=config.format_list,
             registry=registry,
+            generation=config.generation,
         )
         for name in config.refiners:
             engine.refiners[name] = load_refiner(
@@ -198,6 +260,7 @@ class Engine:
             text_encoder=self.text_record,
             refiners=sorted(self.refiners),
             description=description,
+            generation=self.generation,
         )
 
         def fill(tmp: Path) -> None:
@@ -224,9 +287,11 @@ class Engine:
         formats: list[str] | None = None,
         seed: int = 0,
         registry: Any = None,
+        generation: GenerationDefaults | dict[str, Any] | None = None,
         **model_overrides: Any,
     ) -> Engine:
-        """An untrained LM around trained (or given) tokenizers: what ``videopoet init`` writes."""
+        """An untrained LM around trained (or given) tokenizers: what ``videopoet init`` writes
+        (``generation``: the bundle's sampling defaults, if any)."""
         from videopoet.core.model import ModelConfig, PrefixLM
         from videopoet.core.plugins import get_registry
         from videopoet.core.vocabulary import Vocabulary
@@ -253,6 +318,7 @@ class Engine:
             text_record=record,
             formats=fmts,
             registry=registry,
+            generation=generation,
         )
         engine.check_fits()
         return engine
@@ -488,8 +554,8 @@ class Engine:
         task: str,
         *,
         format: str | Format | None = None,
-        cfg_scale: float = 1.0,
-        temperature: float = 1.0,
+        cfg_scale: float | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
@@ -506,6 +572,9 @@ class Engine:
         ``preview(frames, k)`` is called each time a latent frame of the video is complete,
         with the frames decoded so far (the tokenizer is causal: they equal the final ones).
 
+        ``cfg_scale``, ``temperature``, ``top_k``, ``top_p``: None takes the bundle's default
+        for the task (:meth:`sampling_for`); the result's ``sampling`` holds what was used.
+
         ``superres``: a refiner this bundle holds (``True``: ``"superres"``) run on the video
         output, with the text input as its text and ``superres_options`` (e.g. ``steps``,
         ``text_scale``, ``lr_scale``); the result's video is then the refined one.
@@ -520,10 +589,9 @@ class Engine:
         behaviour = self.check_inputs(task, inputs)
         spec = behaviour.spec
         refiner = self._superres_name(superres, spec)
-        if cfg_scale != 1.0 and not spec.cfg_drop:
-            raise ConfigError(
-                "cfg_scale", cfg_scale, f"1.0: task {task} has no condition to drop for guidance"
-            )
+        sampling = self.sampling_for(
+            task, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         fmt = self.pick_format(spec, format)
         self.layout(spec, fmt)  # the declared layout must fit before any file is read
         sample_rate = self.audio_spec.sample_rate if self.audio is not None else 16_000
@@ -547,10 +615,7 @@ class Engine:
                 text_embeddings=text,
                 text_mask=mask,
                 batch_size=num_samples,
-                cfg_scale=cfg_scale,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
+                **sampling,
                 seed=seed,
                 progress=progress,
                 on_token=hook,
@@ -585,6 +650,7 @@ class Engine:
             output.fps,
             output.sample_rate,
             timings,
+            sampling,
         )
 
     @torch.no_grad()
@@ -669,7 +735,8 @@ class Engine:
         ``condition_frames`` frames, keep what follows them, repeat ``times`` times.
 
         ``video``: (3, T, H, W) in [-1, 1] or a file path. Returns (3, T + times × (F - c), H, W)
-        whose first T frames are the input.
+        whose first T frames are the input. ``sampling``: ``generate``'s keywords (None: the
+        bundle's defaults for ``fp``).
         """
         behaviour = self.task("fp")
         fmt = self.pick_format(behaviour.spec, format)

@@ -30,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from videopoet.core.errors import ConfigError
+from videopoet.core.generation_config import GenerationDefaults
 from videopoet.core.training import TrainConfig
 from videopoet.data.folder import VIDEO_SUFFIXES
 
@@ -141,6 +142,11 @@ class LMTrainingConfig(BaseModel):
     )
     default_dropout: float = Field(0.1, ge=0, le=1)
     eval_batches: int = Field(1, ge=0, description="held-out batches per task at each eval")
+    generation: GenerationDefaults | None = Field(
+        None,
+        description="sampling defaults written into the bundle (default: the starting "
+        "bundle's section); a resumed run may change them",
+    )
     train: TrainConfig = TrainConfig()
 
 
@@ -567,6 +573,8 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
     out_dir = ensure_out_dir(train_config.out_dir)
     prepare_run(train_config)
     engine = Engine.from_pretrained(config.bundle)
+    if config.generation is not None:  # checked (task names) before any training
+        engine.generation = config.generation
     shards = TokenShards(config.shards, engine_identity(engine))
     sampler = MixtureSampler(shards, config, engine.registry)
     evaluated = set(config.mixture or shards.tasks("train")) & set(shards.tasks("eval"))
@@ -625,10 +633,19 @@ def tokenize_from_yaml(path: str, overrides: list[str] | None = None) -> dict[st
     return tokenize(config)
 
 
-def bundle_from_run(run_dir: str | Path, out: str | Path, step: int | None = None) -> Path:
+def bundle_from_run(
+    run_dir: str | Path,
+    out: str | Path,
+    step: int | None = None,
+    generation: list[str] | None = None,
+) -> Path:
     """A bundle from a training run's checkpoint (the newest, or ``step``): pick the step
-    with the best held-out loss from ``metrics.jsonl`` and export it without training on."""
+    with the best held-out loss from ``metrics.jsonl`` and export it without training on.
+
+    Its ``generation`` section is the run config's (else the starting bundle's), with the
+    ``KEY=VALUE`` / ``TASK.KEY=VALUE`` items of ``generation`` applied over it."""
     from videopoet.core.engine import Engine
+    from videopoet.core.generation_config import apply_overrides, parse_generation
     from videopoet.core.serialization import load_json
     from videopoet.core.training import list_checkpoints, load_checkpoint_weights
 
@@ -642,10 +659,14 @@ def bundle_from_run(run_dir: str | Path, out: str | Path, step: int | None = Non
     chosen = max(checkpoints) if step is None else step
     if chosen not in checkpoints:
         raise ConfigError("step", step, f"one of the kept checkpoints {sorted(checkpoints)}")
-    bundle = load_json(record).get("bundle")
+    recorded = load_json(record)
+    bundle = recorded.get("bundle")
     if not bundle:
         raise ConfigError(str(record), None, "the run's config with its starting bundle")
     engine = Engine.from_pretrained(bundle)
+    if recorded.get("generation") is not None:
+        engine.generation = parse_generation(recorded["generation"], f"{record}: generation")
+    engine.generation = apply_overrides(engine.generation, generation)
     state = load_checkpoint_weights(checkpoints[chosen])
     engine.lm.load_state_dict(state)
     return engine.save_pretrained(out, description=f"{run_dir} at step {chosen}")

@@ -59,8 +59,9 @@ The run's config is ``train_config.json``: the ``train`` section (every :class:`
 field) plus the ``run_config`` sections a trainer passes (a tokenizer's ``network``, ``data``,
 ``loss``). Resuming with a different value is a :class:`ConfigError` naming the dotted fields,
 unless ``allow_config_change`` (then the change is logged, also in ``metrics.jsonl``, and
-recorded). Fields of :data:`FREE_FIELDS` (``steps``, ``device``, intervals ...) may always
-change: extending a run is normal. Checkpoint weights that do not fit the model are a
+recorded). Fields of :data:`FREE_FIELDS` (``steps``, ``device``, intervals ...) and the
+sections of :data:`FREE_SECTIONS` (the LM's ``generation`` defaults) may always change:
+extending a run is normal. Checkpoint weights that do not fit the model are a
 :class:`ConfigError` naming the checkpoint and the first mismatching parameter.
 
 A run whose newest checkpoint is already at ``steps`` trains nothing: it says so on stderr and
@@ -168,6 +169,11 @@ FREE_FIELDS = frozenset(
         "fsdp",
     }
 )
+
+
+#: top-level sections of a run's config a resumed run may change: what is done with the
+#: result (the sampling defaults written into the LM's bundle), not what it learns.
+FREE_SECTIONS = frozenset({"generation"})
 
 
 class TrainConfig(BaseModel):
@@ -333,6 +339,7 @@ def check_resume_config(
         for key in sorted(old.keys() | new.keys())
         if old.get(key, unset) != new.get(key, unset)
         and not (key.startswith("train.") and key.split(".")[1] in FREE_FIELDS)
+        and key.split(".")[0] not in FREE_SECTIONS
     }
     if changes and not config.allow_config_change:
         shown = "; ".join(f"{k} was {o!r}, now {n!r}" for k, (o, n) in changes.items())

@@ -330,7 +330,8 @@ class Evaluation:
     figures: dict[str, float | int | None]
     untrained: dict[str, float | int | None] | None
     skipped: dict[str, str] = field(default_factory=dict)
-    sampling: dict[str, Any] = field(default_factory=dict)
+    #: task -> the settings both models sampled it with (cfg_scale, temperature, top_k, top_p)
+    sampling: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     rows: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # model -> task -> rows
 
@@ -405,7 +406,18 @@ def untrained_engine(engine: Any, init_seed: int = 0) -> Any:
         text_record=engine.text_record,
         formats=engine.formats,
         registry=engine.registry,
+        generation=engine.generation,  # it samples as the trained bundle does
     )
+
+
+def task_sampling(engine: Any, task: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings ``task`` is sampled with in an evaluation: ``given`` (None values left
+    out) over the bundle's defaults for it. A ``cfg_scale`` given for every task applies to
+    those with a condition to drop; the others use 1."""
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if not engine.registry.task(task).cfg_drop:
+        given.pop("cfg_scale", None)
+    return engine.sampling_for(task, **given)
 
 
 def held_out(
@@ -471,10 +483,10 @@ def evaluate(
     seeds: int = 8,
     tasks: list[str] | None = None,
     format: str | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
-    cfg_scale: float = 1.0,
+    cfg_scale: float | None = None,
     untrained: bool = True,
     init_seed: int = 0,
     world_config: world.WorldConfig | None = None,
@@ -486,6 +498,10 @@ def evaluate(
     fails with a user-facing error (say, a layout longer than the LM's context), is listed in
     ``skipped`` with the reason and its figures are null. Generation ``n`` of a task uses
     sampling seed ``n`` for both models.
+
+    Sampling: each option given (not None) over the bundle's defaults for the task
+    (:func:`task_sampling`), the same settings for both models; ``sampling`` in the result
+    holds them per task.
     """
     from tqdm.auto import tqdm
 
@@ -507,7 +523,8 @@ def evaluate(
     models = [("bundle", engine)]
     if untrained:
         models.append(("untrained", untrained_engine(engine, init_seed)))
-    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "cfg_scale": cfg_scale}
+    given = {"cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    sampling = {t: task_sampling(engine, t, given) for t in runnable}
     total = sum(len(p) for p in plans.values()) * len(models) + seeds
     total += seeds if "superres" in engine.refiners else 0
     timings: dict[str, float] = {}
@@ -520,7 +537,9 @@ def evaluate(
                 probe, began = PROBES[task], time.perf_counter()
                 bar.set_postfix_str(f"{name} {task}")
                 try:
-                    rows[name][task] = _run_probe(model, probe, plans[task], fmt, sampling, bar)
+                    rows[name][task] = _run_probe(
+                        model, probe, plans[task], fmt, sampling[task], bar
+                    )
                 except VideoPoetError as exc:
                     skipped[task] = f"{type(exc).__name__}: {exc}"
                     for other in rows.values():
@@ -554,7 +573,7 @@ def evaluate(
         figures={**figures("bundle"), **refined},
         untrained=figures("untrained") if untrained else None,
         skipped=skipped,
-        sampling=sampling,
+        sampling={t: s for t, s in sampling.items() if t not in skipped},
         timings=timings,
         rows=rows,
     )

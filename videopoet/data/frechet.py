@@ -361,6 +361,8 @@ def frechet_figures(
     ``untrained``, when given) generates one clip from each of their captions (sampling seed
     = the clip's number). ``real_vs_real`` is the distance between those real clips and the
     next ``clips`` real ones: the floor a perfect model would reach with this many clips.
+    ``sampling``: ``generate``'s keywords over the bundle's defaults for t2v; both models
+    sample with the result (``sampling`` in the returned figures).
     """
     from tqdm.auto import tqdm
 
@@ -377,6 +379,7 @@ def frechet_figures(
     models = [("bundle", engine)] + ([("untrained", untrained)] if untrained is not None else [])
     total = len(models) * clips + 2 * clips
     out: dict[str, Any] = {"extractor": extractor.name, "clips": clips, "format": str(fmt)}
+    out["sampling"] = sampling = engine.sampling_for("t2v", **(sampling or {}))  # both models
     with tqdm(total=total, desc="fvd", unit="clip", disable=not progress) as bar:
         reference = FeatureStats.of(extractor([it.video for it in real]))
         floor = FeatureStats.of(extractor([it.video for it in spare]))

@@ -56,7 +56,8 @@ class Figure:
 @dataclass
 class Context:
     """What every case needs: the bundle's video (and image) format, the world's sampling
-    rate, and the sampling options (``temperature``, ``top_k``, ...)."""
+    rate, and the sampling options given (``temperature``, ``top_k``, ...; the bundle's
+    defaults fill in the others)."""
 
     fmt: Any
     image_fmt: Any
@@ -67,13 +68,22 @@ class Context:
     def sample_rate(self) -> int:
         return self.world.sample_rate
 
+    def options(self, engine: Any, task: str) -> dict[str, Any]:
+        """The sampling options given, for ``task``: a ``cfg_scale`` given for the whole demo
+        applies to the tasks with a condition to drop (the others use 1)."""
+        given = {k: v for k, v in self.sampling.items() if v is not None}
+        if not engine.registry.task(task).cfg_drop:
+            given.pop("cfg_scale", None)
+        return given
+
 
 Preview = Callable[[torch.Tensor, int], None] | None
 
 
 def _generate(engine: Any, task: str, seed: int, ctx: Context, preview: Preview, **inputs: Any):
     fmt = ctx.image_fmt if engine.registry.task(task).target.visual == "image" else ctx.fmt
-    return engine.generate(task, format=fmt, seed=seed, preview=preview, **ctx.sampling, **inputs)
+    options = ctx.options(engine, task)
+    return engine.generate(task, format=fmt, seed=seed, preview=preview, **options, **inputs)
 
 
 def _sound(item: world.WorldSample) -> torch.Tensor:
@@ -253,7 +263,8 @@ class LongVideo(Case):
         return [_clip(item)]
 
     def run(self, engine, item, seed, ctx, preview):
-        video = engine.extend(item.video, self.times, format=ctx.fmt, seed=seed, **ctx.sampling)
+        options = ctx.options(engine, "fp")
+        video = engine.extend(item.video, self.times, format=ctx.fmt, seed=seed, **options)
         seen = analyser.analyse_video(video)
         start = item.video.shape[1]
         kept = [c == item.color for c in seen.colors[start:]]
@@ -560,7 +571,7 @@ def run_builtin_recipe(
         raise ConfigError("recipe", name, "a built-in recipe of the installed recipes package")
     with tempfile.TemporaryDirectory(prefix="videopoet-demo-") as tmp:
         overrides = [f"defaults.seed={seed}"]
-        overrides += [f"defaults.{k}={v}" for k, v in ctx.sampling.items()]
+        overrides += [f"defaults.{k}={v}" for k, v in ctx.sampling.items() if v is not None]
         for key, value in inputs.items():
             if torch.is_tensor(value):
                 value = write_png(Path(tmp) / f"{key}.png", tensor_to_frames(value[:, :1]))

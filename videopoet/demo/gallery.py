@@ -188,6 +188,11 @@ def render(report: Any) -> str:
         else "nothing (run without the untrained reference)"
     )
     sampling = ", ".join(f"{k}={v}" for k, v in report.sampling.items() if v is not None)
+    defaults = getattr(report, "generation", None)
+    if defaults:
+        shown = ", ".join(f"{k}={v}" for k, v in defaults.items() if v not in (None, {}))
+        sampling = f"{sampling} over " if sampling else ""
+        sampling += f"the bundle's defaults ({shown})"
     meta = (
         f"Bundle <code>{_e(report.bundle)}</code>"
         + (f" ({_e(report.description)})" if report.description else "")

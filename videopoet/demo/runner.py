@@ -63,11 +63,13 @@ class DemoReport:
     seed: int
     quick: bool
     samples: int
-    sampling: dict[str, Any]
+    sampling: dict[str, Any]  # the options given; the bundle's defaults fill in the rest
     entries: list[Entry]
     seconds: float = 0.0
     untrained: bool = True
     notes: list[str] = field(default_factory=list)
+    #: the bundle's sampling defaults (its ``generation`` section; both models use them)
+    generation: dict[str, Any] | None = None
 
     @property
     def index(self) -> Path:
@@ -279,7 +281,10 @@ def run_demo(
 
     ``quick``: the reduced set of cases, one sample each (for CI). ``samples``: held-out
     samples per case (figures are their mean; the first is shown). ``seed`` picks the samples
-    and the sampling seeds. ``cases``: run only these case keys.
+    and the sampling seeds. ``cases``: run only these case keys. ``sampling``:
+    ``generate``'s keywords given to every case (a ``cfg_scale`` only to the tasks with a
+    condition to drop); the ones not given take the bundle's defaults, for the untrained
+    reference too.
     """
     from tqdm.auto import tqdm
 
@@ -359,6 +364,7 @@ def run_demo(
         entries=entries,
         untrained=twin is not None,
         notes=notes,
+        generation=engine.generation.model_dump(mode="json") if engine.generation else None,
     )
     write_atomic_dir(out, fill)
     report.seconds = time.perf_counter() - began

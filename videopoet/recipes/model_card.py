@@ -141,8 +141,21 @@ def _contents(engine: Any) -> list[str]:
         f"- text encoder: {record.name if record else 'none'}"
         + (f" ({record.identity})" if record else ""),
         f"- refiners: {refiners or 'none'}",
+        f"- sampling defaults (bundle.json `generation`): {_generation(engine)}",
         "",
     ]
+
+
+def _generation(engine: Any) -> str:
+    defaults = getattr(engine, "generation", None)
+    if defaults is None:
+        return "none (guidance off, temperature 1)"
+    data = defaults.model_dump(mode="json")
+    tasks = data.pop("tasks", {})
+    shown = ", ".join(f"{k} {v}" for k, v in data.items() if v is not None)
+    for task, given in tasks.items():
+        shown += f"; {task}: " + ", ".join(f"{k} {v}" for k, v in given.items())
+    return shown
 
 
 def _figures(evaluation: dict[str, Any]) -> list[str]:
@@ -151,7 +164,12 @@ def _figures(evaluation: dict[str, Any]) -> list[str]:
     known = FIGURES | SUPERRES_FIGURES | {"t2v_fvd": ("t2v", "Fréchet distance (lower is better)")}
     untrained = evaluation.get("untrained") or {}
     sampling = evaluation.get("sampling") or {}
-    shown = ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None)
+    if all(isinstance(v, dict) for v in sampling.values()):  # task -> settings
+        from videopoet.core.generation_config import describe_sampling
+
+        shown = describe_sampling(sampling)
+    else:  # an evaluation.json of an older version: one set for every task
+        shown = ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None)
     lines = [
         "## Measured",
         "",

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from videopoet.core.errors import ConfigError, VideoPoetError
+from videopoet.core.generation_config import SAMPLING_KEYS
 from videopoet.recipes.errors import RecipeError, StepError
 from videopoet.recipes.loader import LoadedRecipe, load_recipe
 from videopoet.recipes.schema import StepRef
@@ -42,7 +43,6 @@ from videopoet.recipes.validate import (
 #: bump when the meaning of a key changes, so old step folders are not reused
 KEY_VERSION = 1
 MEDIA_NAME, STEP_NAME, RUN_NAME = "media.safetensors", "step.json", "run.json"
-SAMPLING_KEYS = ("cfg_scale", "temperature", "top_k", "top_p")
 
 
 @dataclass
@@ -50,7 +50,9 @@ class StepResult:
     """One step's media and where they were written.
 
     ``video`` (3, T, H, W) in [-1, 1] (T = 1 for an image), ``audio`` (samples,) in [-1, 1],
-    ``tokens`` the generated target ids (task steps), ``seed`` the seed used.
+    ``tokens`` the generated target ids (task steps), ``seed`` the seed used, ``sampling``
+    the sampling settings used (the step's options over the bundle's defaults; task and
+    ``repeat`` steps).
     """
 
     name: str
@@ -70,6 +72,7 @@ class StepResult:
     skipped: bool
     key: str
     outputs_sha256: str
+    sampling: dict[str, Any] | None = None
 
     def output(self, name: str) -> torch.Tensor:
         """``video``, ``image`` (first frame, (3, 1, H, W)), ``last_frame`` or ``audio``."""
@@ -236,6 +239,9 @@ def engine_identity(engine: Any) -> str:
             digest.update(_tensor_bytes(value))
     record = getattr(engine, "text_record", None)
     digest.update(json.dumps(record.model_dump() if record else None, sort_keys=True).encode())
+    generation = getattr(engine, "generation", None)  # the sampling defaults None options take
+    shown = generation.model_dump(mode="json") if generation is not None else None
+    digest.update(json.dumps(shown, sort_keys=True).encode())
     digest.update(" ".join(str(f) for f in engine.formats).encode())
     return digest.hexdigest()
 
@@ -414,6 +420,7 @@ class _Runner:
             skipped=skipped,
             key=key,
             outputs_sha256=_media_sha(tensors),
+            sampling=record.get("sampling"),
         )
 
     def _run_step(self, step: PlannedStep, key: str) -> StepResult:
@@ -425,7 +432,11 @@ class _Runner:
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
         began = time.perf_counter()
+        sampling = None
         try:
+            if step.kind != "refiner":
+                given = {k: step.options.get(k) for k in SAMPLING_KEYS}
+                sampling = engine.sampling_for(step.target, **given)
             made = self._execute(step, engine, seed)
         except (VideoPoetError, ValueError) as exc:
             raise StepError(step.name, f"{step.kind} {step.target}", exc) from exc
@@ -451,6 +462,7 @@ class _Runner:
             "key": key,
             "seed": seed,
             "format": str(step.format) if step.format is not None else None,
+            "sampling": sampling,
             "fps": fps,
             "sample_rate": sample_rate,
             "files": names,
@@ -586,6 +598,7 @@ class _Runner:
             "inputs": inputs,
             "options": step.options,
             "seed": done.seed,
+            "sampling": done.sampling,
             "format": done.format,
             "skipped": done.skipped,
             "folder": str(done.folder),

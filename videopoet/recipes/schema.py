@@ -46,15 +46,22 @@ class StepRef(_Strict):
 
 
 class Sampling(_Strict):
-    """Sampling options of a task or ``repeat`` step (``engine.generate``'s keywords)."""
+    """Sampling options of a task or ``repeat`` step (``engine.generate``'s keywords); a
+    sampling option left null takes the bundle's default for the step's task."""
 
     format: str | None = Field(
         default=None, description="FRAMESxHEIGHTxWIDTH; default: the bundle's"
     )
-    cfg_scale: float = Field(default=1.0, ge=0.0, description="classifier-free guidance; 1 = off")
-    temperature: float = Field(default=1.0, ge=0.0, description="0 = greedy")
-    top_k: int | None = Field(default=None, ge=1)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    cfg_scale: float | None = Field(
+        default=None, ge=0.0, description="classifier-free guidance, 1 = off; null: the bundle's"
+    )
+    temperature: float | None = Field(
+        default=None, ge=0.0, description="0 = greedy; null: the bundle's"
+    )
+    top_k: int | None = Field(default=None, ge=0, description="0 = off; null: the bundle's")
+    top_p: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="1 = off; null: the bundle's"
+    )
     seed: int | None = Field(default=0, description="null: a fresh seed each time the step runs")
 
     @field_validator("format")

@@ -206,8 +206,9 @@ def _evaluate(ctx: StageContext) -> StageOutcome:
     import torch
 
     from videopoet.core.engine import Engine
+    from videopoet.core.generation_config import SAMPLING_KEYS
     from videopoet.core.serialization import save_json
-    from videopoet.data.evaluation import evaluate, untrained_engine
+    from videopoet.data.evaluation import evaluate, task_sampling, untrained_engine
 
     o, bundle = ctx.options, ctx.inputs["bundle"]
     threads = torch.get_num_threads()
@@ -238,7 +239,7 @@ def _evaluate(ctx: StageContext) -> StageOutcome:
                 clips=o["fvd_clips"],
                 untrained=untrained_engine(engine, o["init_seed"]) if o["untrained"] else None,
                 format=o["format"],
-                sampling=result.sampling,
+                sampling=task_sampling(engine, "t2v", {k: o[k] for k in SAMPLING_KEYS}),
                 progress=ctx.progress,
             )
             payload["t2v_fvd"] = fvd.pop("bundle")

@@ -70,10 +70,11 @@ class EvaluateOptions(_Options):
     seeds: int = Field(8, ge=1)
     tasks: list[str] | None = None
     format: str | None = None
-    temperature: float = Field(1.0, ge=0)
-    top_k: int | None = Field(None, ge=1)
+    #: sampling: None takes the bundle's defaults (its ``generation`` section)
+    temperature: float | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
-    cfg_scale: float = Field(1.0, ge=0)
+    cfg_scale: float | None = Field(None, ge=0)
     untrained: bool = True
     init_seed: int = 0
     threads: int | None = Field(None, ge=1)

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from videopoet.core.errors import ConfigError, LayoutError
+from videopoet.core.generation_config import SAMPLING_KEYS, describe_settings
 from videopoet.recipes.errors import RecipeError, one_of, problem
 from videopoet.recipes.loader import LoadedRecipe
 from videopoet.recipes.schema import OUTPUTS, Sampling, Step, StepRef
@@ -101,6 +102,8 @@ class PlannedStep:
     format: Any = None
     tokens: dict[str, int] | None = None
     shape: dict[str, Any] = field(default_factory=dict)
+    #: the sampling settings a task or repeat step will use (its options over the bundle's)
+    sampling: dict[str, Any] | None = None
 
     def refs(self) -> list[tuple[str, StepRef]]:
         return [(k, v) for k, v in self.inputs.items() if isinstance(v, StepRef)]
@@ -124,6 +127,8 @@ class PlannedStep:
             out["tokens"] = dict(self.tokens)
         if self.shape:
             out["shape"] = dict(self.shape)
+        if self.sampling is not None:
+            out["sampling"] = dict(self.sampling)
         return out
 
 
@@ -186,6 +191,8 @@ class Plan:
             options = ", ".join(f"{k}={v}" for k, v in step.options.items() if v is not None)
             if options:
                 lines.append(f"     options: {options}")
+            if step.sampling is not None:
+                lines.append(f"     sampling: {describe_settings(step.sampling)}")
             lines.append(f"     -> {', '.join(step.outputs)}{_shape_text(step.shape)}")
         return "\n".join(lines)
 
@@ -611,14 +618,11 @@ def _check_task(step: PlannedStep, plan: Plan, engine: Any, problems: list[Confi
     except ConfigError as exc:
         problems.append(problem(f"{at}.options.format", exc.value, exc.expected))
         return
-    if step.options.get("cfg_scale", 1.0) != 1.0 and not spec.cfg_drop:
-        problems.append(
-            problem(
-                f"{at}.options.cfg_scale",
-                step.options["cfg_scale"],
-                f"1.0: task {task} has no condition to drop for guidance",
-            )
-        )
+    try:  # the step's options over the bundle's defaults for the task
+        given = {k: step.options.get(k) for k in SAMPLING_KEYS}
+        step.sampling = engine.sampling_for(task, **given)
+    except ConfigError as exc:  # a cfg_scale for a task with no condition to drop
+        problems.append(problem(f"{at}.options.{exc.field}", exc.value, exc.expected))
     present: set[str] = set()
     frames: dict[str, int] = {}
     needs: dict[str, int] = {}
