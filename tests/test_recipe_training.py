@@ -16,6 +16,7 @@ from videopoet.recipes import RecipeError, StageStopped, plan_recipe, run_recipe
 #: the recipe shrunk to seconds: 2 world samples per task of two tasks, 4 LM steps, a 16-wide
 #: refiner on 2 clips for 2 steps, evaluate on 1 seed of text-to-video
 TINY = [
+    "inputs.text_encoder=hash",  # weight-free: the test needs no MiniLM load
     "inputs.examples_per_task=2",
     "inputs.eval_examples_per_task=1",
     "inputs.lm_steps=4",
@@ -85,7 +86,7 @@ def test_the_bundle_loads_generates_and_holds_the_refiner(trained):
     assert engine.refiners["superres"].scale == 2
     made = engine.generate("t2i", text="a red circle on a blue backdrop", seed=0)
     assert tuple(made.video.shape) == (1, 3, 1, 64, 64)
-    assert engine.text_record.name == "hash"  # the recipe's default text encoder
+    assert engine.text_record.name == "hash"  # the input, passed through init to the bundle
 
 
 def test_the_model_card_holds_the_run_and_the_evaluate_figures(trained):
@@ -93,7 +94,8 @@ def test_the_model_card_holds_the_run_and_the_evaluate_figures(trained):
 
     card = (trained.result.final.outputs["card"]).read_text()
     figures = json.loads((trained.out / "evaluate" / "evaluation.json").read_text())
-    assert "videopoet run train-world-tiny inputs.examples_per_task=2" in card
+    command = "videopoet run train-world-tiny inputs.text_encoder=hash inputs.examples_per_task=2"
+    assert command in card
     assert f"--out {trained.out}" in card
     assert "Seed: 0." in card and "| lm_steps | 4 |" in card
     for step in STAGE_STEPS[:-1]:
@@ -191,13 +193,13 @@ def test_dry_run_needs_no_bundle(capsys):
     text = capsys.readouterr().out
     assert "bundle:" not in text.splitlines()[1]
     assert "1. init: stage init" in text and "-> refiner_dir" in text
-    assert "overrides: world.examples_per_task=2400" in text
+    assert "overrides: world.examples_per_task=3200" in text
     assert cli.main(["run", "train-world-tiny", "inputs.lm_steps=7", "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["bundle"] is None and [s["name"] for s in plan["steps"]] == STAGE_STEPS
     lm = plan["steps"][2]
     assert lm["stage"] == "train" and lm["config"]["train"]["steps"] == 7
-    assert lm["config"]["mixture"]["t2v"] == 4  # the rest of configs/lm/tiny.yaml
+    assert lm["config"]["mixture"]["t2v"] == 6  # the rest of configs/lm/tiny.yaml
     assert lm["inputs"]["shards"] == {"step": "tokenize", "output": "shards"}
 
 

@@ -325,6 +325,46 @@ def test_cli_unknown_recipe_name(capsys):
     assert "unknown recipe 'long_vidoe'" in err and "did you mean long_video" in err
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["NAME", "--out", "D", "a=1", "--allow", "x", "b=2"],
+        ["NAME", "a=1", "--out", "D", "b=2", "--allow", "x"],
+        ["--out", "D", "NAME", "a=1", "--allow", "x", "b=2"],
+        ["--allow", "x", "NAME", "a=1", "b=2", "--out", "D"],
+    ],
+)
+def test_cli_run_takes_its_options_anywhere_among_the_overrides(words):
+    args = cli.build_parser().parse_args(["run", *words, "--dry-run"])
+    assert (args.recipe, args.overrides, args.out) == ("NAME", ["a=1", "b=2"], "D")
+    assert args.allow == ["x"] and args.dry_run
+
+
+def test_cli_run_a_recipe_of_stages_with_out_before_the_overrides(capsys, tmp_path):
+    argv = ["run", "train-world-tiny", "--out", str(tmp_path / "x"), "inputs.seed=7"]
+    assert cli.main([*argv, "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["overrides"] == ["inputs.seed=7"] and plan["steps"][0]["options"]["seed"] == 7
+
+
+def test_other_commands_with_overrides_take_options_among_them():
+    parser = cli.build_parser()
+    args = parser.parse_args(["train-refiner", "c.yaml", "--prepare", "train.steps=3", "a=b"])
+    assert args.overrides == ["train.steps=3", "a=b"] and args.prepare
+    args = parser.parse_args(["add-refiner", "b", "--out", "o", "s1", "s2"])
+    assert (args.bundle, args.stages, args.out) == ("b", ["s1", "s2"], "o")
+    with pytest.raises(SystemExit):  # an unknown option is still refused
+        parser.parse_args(["run", "NAME", "--bogus", "a=1"])
+
+
+def test_cli_demo_train_with_an_override_for_its_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--train", "inputs.seed=1", "--out", "g"]) == 2
+    assert "--train-set inputs.seed=1" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["demo", "--train", "--train-set", "a=1", "--quick"])
+    assert args.train_set == ["a=1"] and args.quick
+
+
 # ---------------------------------------------------------------------------- paths
 
 

@@ -12,6 +12,30 @@ from pydantic import ValidationError
 from videopoet.core.errors import VideoPoetError
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A subcommand's parser whose options may stand anywhere among its positional words.
+
+    argparse matches positionals in runs: ``run NAME --out D a=b`` gives NAME and an empty
+    list of overrides to the first run, and ``a=b`` is then left over. A subcommand with a
+    list of positionals (``KEY=VALUE`` overrides, folders) is parsed the way
+    :meth:`~argparse.ArgumentParser.parse_intermixed_args` parses: options first, then the
+    words left, in order. (``parse_intermixed_args`` refuses a parser with subparsers, so the
+    ``videopoet`` parser gives this class to each subparser instead.)
+    """
+
+    _inner = False  # inside the intermixed parse, which calls parse_known_args itself
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        lists = any(a.nargs in ("*", "+") for a in self._get_positional_actions())
+        if self._inner or not lists:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def _registry():
     from videopoet.core.plugins import get_registry
 
@@ -251,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videopoet", description="VideoPoet: a prefix LM for zero-shot video generation."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=IntermixedParser)
 
     p = sub.add_parser("plugins", help="list installed plugins, their hooks and load errors")
     p.add_argument("--json", action="store_true")

@@ -50,6 +50,10 @@ def train_bundle(out: Path, overrides: list[str], progress: bool) -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     from videopoet.core.bundle import BUNDLE_NAME
 
+    if args.train is not None and "=" in args.train and not Path(args.train).exists():
+        # --train takes an optional folder: `--train inputs.seed=1` would make it that folder
+        expected = "a run folder; overrides of the training recipe go after --train-set"
+        raise ConfigError("train", args.train, f"{expected} (--train --train-set {args.train})")
     if args.train is not None and args.bundle is not None:
         expected = "no --bundle with --train (the demo shows what it trains)"
         raise ConfigError("bundle", args.bundle, expected)

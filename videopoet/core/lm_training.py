@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,18 @@ class TokenizeConfig(BaseModel):
     format: str | None = Field(None, description="video format (default: the bundle's first)")
     world: WorldData | None = Field(None, description="the built-in world (world: {} for defaults)")
     folder: FolderData | None = Field(None, description="a folder of your own videos")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads while tokenizing (default: torch's, one per core); "
+        "fewer on a machine other jobs keep busy",
+    )
+    commit_every: int = Field(
+        1000,
+        ge=1,
+        description="examples a chunk of progress holds: a killed run, run again, goes on "
+        "after the last committed chunk (docs/training.md)",
+    )
 
     def source(self) -> str:
         """``"world"`` or ``"folder"``; a :class:`ConfigError` unless exactly one is given."""
@@ -153,10 +167,37 @@ class LMTrainingConfig(BaseModel):
 # ---------------------------------------------------------------------------- tokenize
 
 
-def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
+#: samples (world) or clips (folder) tokenized together: their clips are encoded in batches.
+#: Batches are cut the same way on every attempt, so a resumed run encodes what an
+#: uninterrupted one does.
+ENCODE_BATCH = 8
+#: config fields that may differ between the attempts of one tokenize (the staging record
+#: holds the others; the bundle is checked by its identity, not its path)
+FREE_TOKENIZE_FIELDS = {"bundle", "out", "threads", "commit_every"}
+
+
+def tokenize(
+    config: TokenizeConfig, progress: bool = True, restart_changed: bool = False
+) -> dict[str, Any]:
     """Write the shards of ``config``; returns a summary (examples and groups per split, and
-    for a folder what was skipped and why)."""
+    for a folder what was skipped and why; the examples tokenized per second by this run).
+
+    Progress is committed every ``config.commit_every`` examples into ``OUT.partial`` beside
+    ``out`` (:mod:`videopoet.data.shard_staging`): running the same config again goes on
+    after the last committed chunk. Chunks made with another config or bundle identity are
+    a :class:`ConfigError`, or with ``restart_changed`` thrown away."""
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _tokenize(config, progress, restart_changed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tokenize(config: TokenizeConfig, progress: bool, restart_changed: bool) -> dict[str, Any]:
     from videopoet.core.engine import Engine
+    from videopoet.data.shard_staging import ShardStaging
     from videopoet.data.shards import ShardWriter, engine_identity
 
     source = config.source()
@@ -167,18 +208,65 @@ def tokenize(config: TokenizeConfig, progress: bool = True) -> dict[str, Any]:
     if unknown:
         raise ConfigError("tasks", unknown, f"tasks this bundle runs: {engine.tasks()}")
     video_format = engine.pick_format(engine.registry.task("t2v"), config.format)
-    writer = ShardWriter(config.out, engine_identity(engine), engine.lm.config.text_dim)
+    identity = engine_identity(engine)
+    writer = ShardWriter(config.out, identity, engine.lm.config.text_dim)
+    staging = ShardStaging(
+        config.out,
+        {
+            "config": config.model_dump(mode="json", exclude=FREE_TOKENIZE_FIELDS),
+            "identity": identity,
+            "text_dim": engine.lm.config.text_dim,
+            "tasks": tasks,
+            "format": str(video_format),
+            "encode_batch": ENCODE_BATCH,  # how batches are cut: where a chunk stops
+        },
+        config.commit_every,
+    )
+    began = time.perf_counter()
     if source == "world":
-        summary, record = _tokenize_world(engine, tasks, video_format, writer, config, progress)
+        summary, record = _tokenize_world(
+            engine, tasks, video_format, writer, config, staging, progress, restart_changed
+        )
     else:
         summary, record = _tokenize_folder(
-            engine, tasks, video_format, writer, config.folder, captions, progress
+            engine,
+            tasks,
+            video_format,
+            writer,
+            config.folder,
+            captions,
+            staging,
+            progress,
+            restart_changed,
         )
     path = writer.write(
         {"bundle": str(config.bundle), "format": str(video_format), "source": record}
     )
+    staging.remove()
+    seconds = time.perf_counter() - began
+    done = len(writer.log) - staging.resumed
     groups = {s: sum(1 for (sp, _, _) in writer.groups if sp == s) for s in ("train", "eval")}
-    return {"shards": str(path), "tasks": tasks, "source": source, "groups": groups, **summary}
+    timing = {
+        "seconds": round(seconds, 2),
+        "examples_per_s": round(done / seconds, 2) if seconds > 0 else None,
+        "resumed_examples": staging.resumed,
+        "restarted": staging.restarted,
+    }
+    if progress:
+        resumed = f"; {staging.resumed} from an earlier attempt" if staging.resumed else ""
+        print(
+            f"tokenize: {done} examples in {seconds:.1f} s ({timing['examples_per_s']} "
+            f"examples/s, {torch.get_num_threads()} threads){resumed}",
+            file=sys.stderr,
+        )
+    return {
+        "shards": str(path),
+        "tasks": tasks,
+        "source": source,
+        "groups": groups,
+        **summary,
+        **timing,
+    }
 
 
 def _tokenize_world(
@@ -187,7 +275,9 @@ def _tokenize_world(
     video_format: Any,
     writer: Any,
     config: TokenizeConfig,
+    staging: Any,
     progress: bool,
+    restart_changed: bool,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from tqdm.auto import tqdm
 
@@ -198,20 +288,31 @@ def _tokenize_world(
         ("train", config.world.start_index, config.world.examples_per_task),
         ("eval", world.EVAL_OFFSET, config.world.eval_examples_per_task),
     )
+    batches = [
+        (split, range(start + first, start + min(count, first + ENCODE_BATCH)))
+        for split, start, count in splits
+        for first in range(0, count, ENCODE_BATCH)
+    ]
+    staging.open(writer, restart_changed)
     total = len(tasks) * sum(n for _, _, n in splits)
-    bar = tqdm(total=total, desc="tokenize", disable=not progress, dynamic_ncols=True)
-    chunk = 8  # samples tokenized together: their clips are encoded in batches
-    for split, start, count in splits:
-        for first in range(0, count, chunk):
-            indices = range(start + first, start + min(count, first + chunk))
-            with engine.reuse_encodings():
-                built = [_build_examples(engine, tasks, i, video_format, cfg) for i in indices]
-                clips = [pair for examples in built for ex in examples for pair in _clips(ex)]
-                engine.prime_encodings(clips)
-                for examples in built:
-                    for example in examples:
-                        writer.add(split, engine.encode_example(example))
-                        bar.update(1)
+    bar = tqdm(
+        total=total,
+        initial=len(writer.log),
+        desc="tokenize",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for number in range(staging.next_batch, len(batches)):
+        split, indices = batches[number]
+        with engine.reuse_encodings():
+            built = [_build_examples(engine, tasks, i, video_format, cfg) for i in indices]
+            clips = [pair for examples in built for ex in examples for pair in _clips(ex)]
+            engine.prime_encodings(clips)
+            for examples in built:
+                for example in examples:
+                    writer.add(split, engine.encode_example(example))
+                    bar.update(1)
+        staging.batch_done(number + 1, writer, {})
     bar.close()
     record = {"kind": "world", **config.world.model_dump(mode="json")}
     return {"examples": {s: len(tasks) * n for s, _, n in splits}}, record
@@ -255,9 +356,14 @@ def _tokenize_folder(
     writer: Any,
     data: FolderData,
     captions: Any,
+    staging: Any,
     progress: bool,
+    restart_changed: bool,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every clip of every video under ``data.root``, for every task it can serve."""
+    import hashlib
+    import json
+
     from tqdm.auto import tqdm
 
     from videopoet.data import folder as media_folder
@@ -307,15 +413,31 @@ def _tokenize_folder(
     needs = {task: _task_needs(engine.registry.task(task)) for task in tasks}
     want_audio = any(audio for _, audio in needs.values())
     rate = engine.audio_spec.sample_rate if engine.audio_spec is not None else SAMPLE_RATE
+    # what the batches hold: chunks of another clip list (videos added, captions edited) or
+    # of another split are not mixed in
+    listed = [[item[0], *item[2:]] for item in plan]  # not the absolute paths
+    digest = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
+    staging.open(writer, restart_changed, data=digest)
     per_task = {"train": Counter(), "eval": Counter()}
-    skipped_examples: dict[str, Counter] = {task: Counter() for task in tasks}
-    unreadable = 0
-    bar = tqdm(total=len(plan), desc="tokenize", unit="clip", disable=not progress)
-    chunk = 8  # clips tokenized together: their visual tokens are encoded in batches
-    for first in range(0, len(plan), chunk):
+    for ident, _ in writer.log:  # the examples of the chunks an earlier attempt committed
+        per_task[ident[0]][ident[1]] += 1
+    done = staging.stats.get("skipped", {})
+    skipped_examples = {task: Counter(done.get(task, {})) for task in tasks}
+    unreadable = staging.stats.get("unreadable", 0)
+    batches = range(0, len(plan), ENCODE_BATCH)
+    first_batch = staging.next_batch
+    bar = tqdm(
+        total=len(plan),
+        initial=min(len(plan), first_batch * ENCODE_BATCH),
+        desc="tokenize",
+        unit="clip",
+        disable=not progress,
+    )
+    for number in range(first_batch, len(batches)):
+        first = batches[number]
         with engine.reuse_encodings():
             built = []
-            for split, path, name, start, caption, has_audio in plan[first : first + chunk]:
+            for split, path, name, start, caption, has_audio in plan[first : first + ENCODE_BATCH]:
                 try:
                     clip = load_clip(
                         path,
@@ -351,7 +473,9 @@ def _tokenize_folder(
             for split, example in built:
                 writer.add(split, engine.encode_example(example))
                 per_task[split][example.task] += 1
-        bar.update(min(chunk, len(plan) - first))
+        stats = {"unreadable": unreadable, "skipped": skipped_examples}
+        staging.batch_done(number + 1, writer, json.loads(json.dumps(stats)))
+        bar.update(min(ENCODE_BATCH, len(plan) - first))
     bar.close()
 
     if unreadable == len(plan):

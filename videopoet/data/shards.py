@@ -14,7 +14,9 @@ SHARDS/
 
 Examples of one group share their layout, so a batch drawn from one group has no padding
 (alternating gradient descent, paper 4.2). A shard written for other tokenizers, another text
-encoder or another vocabulary is refused by name: its ids would mean something else.
+encoder or another vocabulary is refused by name: its ids would mean something else. An
+unfinished ``videopoet tokenize`` keeps its progress beside the folder, in ``SHARDS.partial``
+(:mod:`videopoet.data.shard_staging`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,34 +115,36 @@ def _conditions(layout: Any) -> dict[str, list[int]]:
 
 
 class ShardWriter:
-    """Collects encoded examples (``Engine.encode_example``) and writes them atomically."""
+    """Collects encoded examples (``Engine.encode_example``) and writes them atomically.
+
+    ``log`` lists the rows in the order they were added (``(group ident, row index)``), so
+    :mod:`videopoet.data.shard_staging` can commit them in chunks and put them back in order.
+    """
 
     def __init__(self, directory: str | os.PathLike, identity: dict[str, Any], text_dim: int):
         self.directory = Path(directory)
         self.identity, self.text_dim = identity, text_dim
         self.rows: dict[tuple[str, str, str], list[Any]] = {}
         self.groups: dict[tuple[str, str, str], Group] = {}
+        self.log: list[tuple[tuple[str, str, str], int]] = []
 
     def add(self, split: str, encoded: Any) -> None:
         layout = encoded.layout
         key, spans = _layout_key(layout)
         slots = layout.text_span.length if layout.text_span is not None else 0
-        ident = (split, encoded.task, key)
-        if ident not in self.groups:
-            self.groups[ident] = Group(
-                split,
-                encoded.task,
-                key,
-                0,
-                layout.total_length,
-                layout.prefix_length,
-                layout.text_span.start if layout.text_span is not None else None,
-                slots,
-                _conditions(layout),
-                spans,
-                str(layout.format),
-            )
-            self.rows[ident] = []
+        group = Group(
+            split,
+            encoded.task,
+            key,
+            0,
+            layout.total_length,
+            layout.prefix_length,
+            layout.text_span.start if layout.text_span is not None else None,
+            slots,
+            _conditions(layout),
+            spans,
+            str(layout.format),
+        )
         text = mask = None
         if slots:
             text = torch.zeros(slots, self.text_dim)
@@ -148,7 +152,18 @@ class ShardWriter:
             k = min(slots, encoded.text.shape[0])
             text[:k] = encoded.text[:k]
             mask[:k] = encoded.text_mask[:k]
-        self.rows[ident].append((encoded.tokens.to(torch.int32), text, mask))
+            text = text.to(torch.float16)  # as written: half the memory, the same bytes
+        self.append(group, (encoded.tokens.to(torch.int32), text, mask))
+
+    def append(self, group: Group, row: tuple[torch.Tensor, Any, Any]) -> None:
+        """Add one row (int32 tokens, float16 text or None, bool text mask or None) to
+        ``group``'s rows (``group.count`` is ignored: the writer counts)."""
+        ident = (group.split, group.task, group.key)
+        if ident not in self.groups:
+            self.groups[ident] = replace(group, count=0)
+            self.rows[ident] = []
+        self.log.append((ident, len(self.rows[ident])))
+        self.rows[ident].append(row)
         self.groups[ident].count += 1
 
     def write(self, extra: dict[str, Any] | None = None) -> Path:

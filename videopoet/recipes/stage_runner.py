@@ -89,7 +89,7 @@ def command_line(plan: Plan, out: Path) -> str:
     """The ``videopoet run`` command that makes (and continues) this run."""
     source = plan.loaded.source
     recipe = source.name if source.builtin or source.path is None else str(source.path)
-    # the options after the overrides: argparse takes no positional after an option here
+    # options may stand anywhere among the overrides (videopoet.cli.IntermixedParser)
     return shlex.join(["videopoet", "run", recipe, *plan.loaded.overrides, "--out", str(out)])
 
 

@@ -115,8 +115,13 @@ def _tokenize(ctx: StageContext) -> StageOutcome:
     assert ctx.config is not None
     paths = {"bundle": str(ctx.inputs["bundle"]), "out": str(ctx.folder / "shards")}
     raw = merge(ctx.config, paths)
-    result = tokenize(validate_section(TokenizeConfig, raw, ""), progress=ctx.progress)
-    return StageOutcome({"shards": Path(result["shards"])}, result)
+    config = validate_section(TokenizeConfig, raw, "")
+    # chunks an earlier attempt committed are kept; made with another config, thrown away
+    result = tokenize(config, progress=ctx.progress, restart_changed=True)
+    if result["restarted"]:
+        note(f"{ctx.step}: the tokenize config changed; tokenizing starts over")
+    outputs = {"shards": Path(result["shards"])}
+    return StageOutcome(outputs, result, restarted=result["restarted"])
 
 
 def _train(ctx: StageContext) -> StageOutcome:

@@ -233,7 +233,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             "tokenize",
             "videopoet tokenize",
-            "token shards of a dataset for the bundle",
+            "token shards of a dataset for the bundle (resumes by chunks)",
             (StageInput("bundle", help="the bundle whose tokenizers and text encoder are used"),),
             ("shards",),
             ConfigOptions,
@@ -241,6 +241,7 @@ STAGES: dict[str, StageSpec] = {
                 _check_tokenize,
                 _BUNDLE_SETS | {"out": ("the step's folder", "(the step's folder)")},
             ),
+            resumes=True,
         ),
         StageSpec(
             "train",
