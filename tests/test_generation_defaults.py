@@ -185,6 +185,21 @@ def test_cfg_default_skips_tasks_with_nothing_to_drop(guided, calls):
         guided.sampling_for("t2i", temperature=-1)
 
 
+def test_cfg_default_skips_a_call_without_the_droppable_condition(guided, calls):
+    """inpaint declares ``text`` as its condition to drop; without a prompt there is nothing
+    to guide, so the bundle's cfg 3 gives way to 1 while an explicit 3 is still an error."""
+    fmt = guided.pick_format(guided.registry.task("inpaint"), None)
+    video = torch.zeros(3, fmt.frames, fmt.height, fmt.width)
+    mask = torch.zeros(fmt.frames, fmt.height, fmt.width, dtype=torch.bool)
+    mask[:, : fmt.height // 2] = True
+    result = guided.generate("inpaint", video=video, mask=mask, seed=0)
+    assert result.sampling["cfg_scale"] == 1.0 and calls[-1][2]["cfg_scale"] == 1.0
+    guided.generate("inpaint", video=video, mask=mask, text="a red ball", seed=0)
+    assert calls[-1][2]["cfg_scale"] == 3.0  # with a prompt, the default guides it
+    with pytest.raises(ConfigError, match="cfg_scale.*no condition to drop"):
+        guided.generate("inpaint", video=video, mask=mask, seed=0, cfg_scale=3.0)
+
+
 def test_describe_groups_tasks_with_the_same_settings(guided):
     text = describe_sampling({t: guided.sampling_for(t) for t in ("t2v", "i2v", "fp")})
     assert text == "cfg_scale 3, temperature 1 (t2v, i2v); cfg_scale 1, temperature 1 (fp)"

@@ -579,6 +579,7 @@ class Engine:
         output, with the text input as its text and ``superres_options`` (e.g. ``steps``,
         ``text_scale``, ``lr_scale``); the result's video is then the refined one.
         """
+        from videopoet.core.generation import droppable_conditions
         from videopoet.core.generation import generate as sample
         from videopoet.tasks.base import Context, TaskOutput
 
@@ -598,6 +599,8 @@ class Engine:
         conditions = behaviour.prepare(inputs, Context(fmt, sample_rate))
         frames = _video_frames(spec, conditions)
         layout = self.layout(spec, fmt, conditions.present(), frames)
+        if cfg_scale is None and not droppable_conditions(layout):
+            sampling["cfg_scale"] = 1.0  # the bundle's guidance has nothing to drop here
         timings["prepare_s"] = time.perf_counter() - began
 
         began = time.perf_counter()

@@ -40,6 +40,14 @@ def _condition_spans(layout, name: str) -> list[str]:
     return [n for n in names if layout.has(n)]
 
 
+def droppable_conditions(layout) -> list[str]:
+    """The task's ``cfg_drop`` conditions present in this layout: what guidance can drop (an
+    inpainting layout without a prompt has none, though the task declares ``text``)."""
+    drop = list(layout.task.cfg_drop)
+    present = [n for n in drop if n == "text" and layout.text_span is not None]
+    return present + [n for n in drop if n != "text" and _condition_spans(layout, n)]
+
+
 @dataclass
 class Prompt:
     """The prefix rows of one call: conditional rows first, then unconditional ones."""
@@ -91,8 +99,7 @@ def build_prompt(
     key_mask = None
     if guided:
         drop = list(layout.task.cfg_drop)
-        dropped = [n for n in drop if n == "text" and text_span is not None]
-        dropped += [n for n in drop if n != "text" and _condition_spans(layout, n)]
+        dropped = droppable_conditions(layout)
         if not dropped:
             raise ConfigError(
                 "cfg_scale",
