@@ -319,12 +319,13 @@ def small_guided(tmp_path_factory):
 
 
 def test_evaluate_samples_both_models_with_the_bundles_settings(small_guided, calls, one_thread):
-    argv = ["evaluate", str(small_guided), "--seeds", "1", "--tasks", "t2v,fp", "--quiet"]
+    argv = ["evaluate", str(small_guided), "--seeds", "1", "--tasks", "t2v,fp,inpaint", "--quiet"]
     code, text = _cli(*argv, "--json")
     assert code == 0
     record = json.loads(text.strip().splitlines()[-1])
     guided = {"cfg_scale": 3.0, "temperature": 0.9, "top_k": None, "top_p": None}
-    assert record["sampling"] == {"t2v": guided, "fp": guided | {"cfg_scale": 1.0}}
+    unguided = guided | {"cfg_scale": 1.0}  # fp: nothing to drop; inpaint: no prompt given
+    assert record["sampling"] == {"t2v": guided, "fp": unguided, "inpaint": unguided}
     assert record["skipped"] == {}
     models = {id(model) for model, _, _ in calls}
     assert len(models) == 2  # the bundle and its untrained twin, with the same settings
@@ -336,7 +337,7 @@ def test_evaluate_samples_both_models_with_the_bundles_settings(small_guided, ca
     code, text = _cli(*argv, "--cfg-scale", "2")
     assert code == 0
     assert "sampling (bundle and untrained): cfg_scale 2, temperature 0.9 (t2v); " in text
-    assert {task: s["cfg_scale"] for _, task, s in calls} == {"t2v": 2.0, "fp": 1.0}
+    assert {task: s["cfg_scale"] for _, task, s in calls} == {"t2v": 2.0, "fp": 1.0, "inpaint": 1.0}
 
 
 def test_the_untrained_twin_inherits_the_section(guided):

@@ -196,6 +196,22 @@ class Engine:
         _check_options(*(settings[k] for k in SAMPLING_KEYS))
         return settings
 
+    def can_guide(self, task: str, format: Any = None, **inputs: Any) -> bool:
+        """Whether guidance has a condition to drop for this call: the task's ``cfg_drop``
+        conditions present in the layout ``inputs`` make (inpainting without a prompt: no)."""
+        from videopoet.core.generation import droppable_conditions
+        from videopoet.tasks.base import Context
+
+        behaviour = self.check_inputs(task, inputs)
+        spec = behaviour.spec
+        if not spec.cfg_drop:
+            return False
+        fmt = self.pick_format(spec, format)
+        sample_rate = self.audio_spec.sample_rate if self.audio is not None else 16_000
+        conditions = behaviour.prepare(inputs, Context(fmt, sample_rate))
+        layout = self.layout(spec, fmt, conditions.present(), _video_frames(spec, conditions))
+        return bool(droppable_conditions(layout))
+
     # ------------------------------------------------------------------ bundles
 
     @classmethod

@@ -590,6 +590,8 @@ def _run_probe(
     out_rows = []
     for n, (i, item) in enumerate(plan):
         given = probe.inputs(item, n)
+        if sampling["cfg_scale"] != 1.0 and not engine.can_guide(probe.task, fmt, **given):
+            sampling["cfg_scale"] = 1.0  # recorded as used: e.g. inpainting without a prompt
         result = engine.generate(probe.task, format=fmt, seed=n, **sampling, **given)
         sample_rate = getattr(result, "sample_rate", world.SAMPLE_RATE)
         output = Output(
