@@ -374,3 +374,17 @@ def test_demo_gives_cfg_only_to_tasks_it_can_guide(guided):
     ctx = Context(None, None, None, {"cfg_scale": 2.0, "temperature": None, "top_k": 5})
     assert ctx.options(guided, "t2v") == {"cfg_scale": 2.0, "top_k": 5}
     assert ctx.options(guided, "fp") == {"top_k": 5}
+
+
+def test_demo_drops_a_given_cfg_where_the_call_has_nothing_to_drop(guided, calls):
+    from videopoet.demo.cases import Context, _generate
+
+    fmt = guided.pick_format(guided.registry.task("inpaint"), None)
+    ctx = Context(fmt, fmt, None, {"cfg_scale": 2.0})
+    video = torch.zeros(3, fmt.frames, fmt.height, fmt.width)
+    mask = torch.zeros(fmt.frames, fmt.height, fmt.width, dtype=torch.bool)
+    mask[:, : fmt.height // 2] = True
+    _generate(guided, "inpaint", 0, ctx, None, video=video, mask=mask)  # no prompt: no error
+    assert calls[-1][2]["cfg_scale"] == 1.0
+    _generate(guided, "inpaint", 0, ctx, None, video=video, mask=mask, text="a red ball")
+    assert calls[-1][2]["cfg_scale"] == 2.0

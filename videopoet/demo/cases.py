@@ -83,6 +83,8 @@ Preview = Callable[[torch.Tensor, int], None] | None
 def _generate(engine: Any, task: str, seed: int, ctx: Context, preview: Preview, **inputs: Any):
     fmt = ctx.image_fmt if engine.registry.task(task).target.visual == "image" else ctx.fmt
     options = ctx.options(engine, task)
+    if options.get("cfg_scale", 1.0) != 1.0 and not engine.can_guide(task, fmt, **inputs):
+        options.pop("cfg_scale")  # e.g. inpainting without a prompt: nothing to drop
     return engine.generate(task, format=fmt, seed=seed, preview=preview, **options, **inputs)
 
 
