@@ -42,11 +42,12 @@ def test_committed_visual_tokenizer_reconstructs_held_out_clips(held_out):
     tok = MagvitTokenizer.from_pretrained(VISUAL)
     assert tok.config.name == TINY_SPEC.name and tok.codebook_bits == TINY_SPEC.codebook_bits
     figures = _benchmark().visual_figures(tok, held_out, (17, 64, 64))
-    # the model card's figures on 64 clips: 21.7 dB against 18.3, colour agreement 0.95,
-    # position error 5.1 px (the untrained network: 21 px)
-    assert figures["visual_psnr"] >= figures["visual_baseline_psnr"] + 1.5, figures
-    assert figures["visual_color_agreement"] >= 0.85, figures
-    assert figures["visual_position_error_px"] <= 12, figures
+    # the model card's figures on 64 clips: 23.1 dB against 18.3, colour agreement 0.97,
+    # position error 1.7 px (the untrained network: 21 px); on these 8 one clip is 0.125 of
+    # the colour figure (this tokenizer misreads 2 of them: an orange ball, a yellow disc)
+    assert figures["visual_psnr"] >= figures["visual_baseline_psnr"] + 3, figures
+    assert figures["visual_color_agreement"] >= 0.7, figures
+    assert figures["visual_position_error_px"] <= 6, figures
     assert figures["visual_codebook_usage"] >= 0.05, figures
 
 
