@@ -117,6 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from videopoet.core.generation_config import add_sampling_arguments
+
     p = sub.add_parser(
         "demo",
         help="every task with a bundle on held-out world samples: an HTML gallery",
@@ -154,19 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--samples", type=int, default=None, help="held-out samples per case (default 3, quick 1)"
     )
     p.add_argument("--cases", default=None, help="comma-separated case keys, e.g. t2v,v2a")
-    p.add_argument(
-        "--cfg-scale",
-        type=float,
-        default=None,
-        help="guidance for the tasks with a condition to drop (default: the bundle's)",
-    )
-    p.add_argument(
-        "--temperature", type=float, default=None, help="sampling temperature (the bundle's)"
-    )
-    p.add_argument(
-        "--top-k", type=int, default=None, help="sample from the k likeliest tokens (the bundle's)"
-    )
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling (the bundle's)")
+    add_sampling_arguments(p, "guidance for the tasks with a condition to drop")
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained reference")
     p.add_argument(
         "--screenshot",

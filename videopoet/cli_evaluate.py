@@ -117,6 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from videopoet.core.generation_config import add_sampling_arguments
+
     p = sub.add_parser(
         "evaluate",
         help="measure a bundle on held-out world samples, beside its untrained twin",
@@ -128,15 +130,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated subset, e.g. t2v,fp")
     p.add_argument("--format", default=None, help="one of the bundle's video formats")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.add_argument("--temperature", type=float, default=None, help="default: the bundle's")
-    p.add_argument("--top-k", type=int, default=None, help="0 = off (default: the bundle's)")
-    p.add_argument("--top-p", type=float, default=None, help="1 = off (default: the bundle's)")
-    p.add_argument(
-        "--cfg-scale",
-        type=float,
-        default=None,
-        help="guidance for the tasks with a condition to drop (default: the bundle's)",
-    )
+    add_sampling_arguments(p, "guidance for the tasks with a condition to drop")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the untrained LM")
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained reference")
     p.add_argument("--device", default="cpu")

@@ -171,6 +171,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from videopoet.core.generation_config import add_sampling_arguments
+
     p = sub.add_parser("generate", help="generate media with a task from a bundle")
     p.add_argument("task", help="a registered task (videopoet tasks)")
     p.add_argument("--checkpoint", required=True, help="bundle folder (videopoet init DIR)")
@@ -186,12 +188,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="another input the task lists (direction=left, amount=0.3, condition_frames=1)",
     )
     p.add_argument("--format", default=None, help="FRAMESxHEIGHTxWIDTH (default: the bundle's)")
-    p.add_argument(
-        "--cfg-scale", type=float, default=None, help="guidance, 1 = off (default: the bundle's)"
-    )
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (the bundle's)")
-    p.add_argument("--top-k", type=int, default=None, help="0 = off (default: the bundle's)")
-    p.add_argument("--top-p", type=float, default=None, help="1 = off (default: the bundle's)")
+    add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--extend", type=int, default=0, help="extend the video N times (fp)")

@@ -200,17 +200,27 @@ class Engine:
         """Whether guidance has a condition to drop for this call: the task's ``cfg_drop``
         conditions present in the layout ``inputs`` make (inpainting without a prompt: no)."""
         from videopoet.core.generation import droppable_conditions
-        from videopoet.tasks.base import Context
 
         behaviour = self.check_inputs(task, inputs)
-        spec = behaviour.spec
-        if not spec.cfg_drop:
+        if not behaviour.spec.cfg_drop:
             return False
-        fmt = self.pick_format(spec, format)
-        sample_rate = self.audio_spec.sample_rate if self.audio is not None else 16_000
-        conditions = behaviour.prepare(inputs, Context(fmt, sample_rate))
-        layout = self.layout(spec, fmt, conditions.present(), _video_frames(spec, conditions))
+        fmt = self.pick_format(behaviour.spec, format)
+        _, layout = self._prepare_call(behaviour, fmt, inputs)
         return bool(droppable_conditions(layout))
+
+    @property
+    def _sample_rate(self) -> int:
+        return self.audio_spec.sample_rate if self.audio is not None else 16_000
+
+    def _prepare_call(self, behaviour: Any, fmt: Any, inputs: dict[str, Any]) -> tuple[Any, Any]:
+        """The task's prepared conditions for ``inputs`` and the layout they make."""
+        from videopoet.tasks.base import Context
+
+        spec = behaviour.spec
+        conditions = behaviour.prepare(inputs, Context(fmt, self._sample_rate))
+        return conditions, self.layout(
+            spec, fmt, conditions.present(), _video_frames(spec, conditions)
+        )
 
     # ------------------------------------------------------------------ bundles
 
@@ -597,7 +607,7 @@ class Engine:
         """
         from videopoet.core.generation import droppable_conditions
         from videopoet.core.generation import generate as sample
-        from videopoet.tasks.base import Context, TaskOutput
+        from videopoet.tasks.base import TaskOutput
 
         if num_samples < 1:
             raise ConfigError("num_samples", num_samples, "at least 1")
@@ -611,10 +621,7 @@ class Engine:
         )
         fmt = self.pick_format(spec, format)
         self.layout(spec, fmt)  # the declared layout must fit before any file is read
-        sample_rate = self.audio_spec.sample_rate if self.audio is not None else 16_000
-        conditions = behaviour.prepare(inputs, Context(fmt, sample_rate))
-        frames = _video_frames(spec, conditions)
-        layout = self.layout(spec, fmt, conditions.present(), frames)
+        conditions, layout = self._prepare_call(behaviour, fmt, inputs)
         if cfg_scale is None and not droppable_conditions(layout):
             sampling["cfg_scale"] = 1.0  # the bundle's guidance has nothing to drop here
         timings["prepare_s"] = time.perf_counter() - began
@@ -648,7 +655,7 @@ class Engine:
             video = self.decode_video(spans["visual_out"], layout.span("visual_out").shape)
         if "audio_out" in spans:
             audio = self.decode_audio(spans["audio_out"], fmt.seconds)
-        output = TaskOutput(video, audio, FPS, sample_rate)
+        output = TaskOutput(video, audio, FPS, self._sample_rate)
         output = behaviour.to_media(output, conditions)
         timings["decode_s"] = time.perf_counter() - began
         if refiner is not None and output.video is not None:

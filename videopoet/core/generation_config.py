@@ -179,3 +179,16 @@ def describe_sampling(per_task: dict[str, dict[str, Any]]) -> str:
     for task, settings in per_task.items():
         groups.setdefault(describe_settings(settings), []).append(task)
     return "; ".join(f"{shown} ({', '.join(tasks)})" for shown, tasks in groups.items())
+
+
+def add_sampling_arguments(parser: Any, cfg_help: str = "guidance, 1 = off") -> None:
+    """``--cfg-scale``, ``--temperature``, ``--top-k``, ``--top-p`` on an argparse parser, each
+    defaulting to None: the bundle's ``generation`` setting."""
+    parser.add_argument(
+        "--cfg-scale", type=float, default=None, help=f"{cfg_help} (default: the bundle's)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="0 = greedy (default: the bundle's)"
+    )
+    parser.add_argument("--top-k", type=int, default=None, help="0 = off (default: the bundle's)")
+    parser.add_argument("--top-p", type=float, default=None, help="1 = off (default: the bundle's)")

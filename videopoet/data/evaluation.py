@@ -538,7 +538,7 @@ def evaluate(
                 bar.set_postfix_str(f"{name} {task}")
                 try:
                     rows[name][task] = _run_probe(
-                        model, probe, plans[task], fmt, sampling[task], bar
+                        model, probe, plans[task], fmt, given, sampling[task], bar
                     )
                 except VideoPoetError as exc:
                     skipped[task] = f"{type(exc).__name__}: {exc}"
@@ -584,22 +584,28 @@ def _run_probe(
     probe: Probe,
     plan: list[tuple[int, world.WorldSample]],
     fmt: Any,
-    sampling: dict[str, Any],
+    given: dict[str, Any],
+    used: dict[str, Any],
     bar: Any,
 ) -> list[dict]:
+    """``given``: the sampling options the caller gave (None: the bundle's); ``used`` is
+    updated with what ``generate`` sampled with."""
+    options = {k: v for k, v in given.items() if v is not None}
     out_rows = []
     for n, (i, item) in enumerate(plan):
-        given = probe.inputs(item, n)
-        if sampling["cfg_scale"] != 1.0 and not engine.can_guide(probe.task, fmt, **given):
-            sampling["cfg_scale"] = 1.0  # recorded as used: e.g. inpainting without a prompt
-        result = engine.generate(probe.task, format=fmt, seed=n, **sampling, **given)
+        inputs = probe.inputs(item, n)
+        call = dict(options)
+        if call.get("cfg_scale", 1.0) != 1.0 and not engine.can_guide(probe.task, fmt, **inputs):
+            del call["cfg_scale"]  # a given guidance applies where it can (no prompt: not here)
+        result = engine.generate(probe.task, format=fmt, seed=n, **call, **inputs)
+        used.update(result.sampling)
         sample_rate = getattr(result, "sample_rate", world.SAMPLE_RATE)
         output = Output(
             None if result.video is None else result.video[0],
             None if result.audio is None else result.audio[0],
             sample_rate,
         )
-        row = probe.measure(output, item, given)
+        row = probe.measure(output, item, inputs)
         out_rows.append({"index": world.EVAL_OFFSET + i, **row})
         bar.update(1)
     return out_rows

@@ -615,31 +615,61 @@ class _Runner:
     def _write_run(
         self, status: str, failed: str | None = None, error: BaseException | None = None
     ) -> None:
-        from videopoet import __version__
-        from videopoet.core.serialization import save_json
-
-        loaded, recipe = self.loaded, self.loaded.recipe
-        data: dict[str, Any] = {
-            "recipe": recipe.name,
-            "description": recipe.description,
-            "source": str(loaded.source),
-            "overrides": loaded.overrides,
+        fields = {
             "bundle": str(self.plan.bundle) if self.plan.bundle is not None else None,
             "bundle_identity": self.identity,
-            "forced": self.force,
-            "status": status,
-            "started": self.started,
-            "finished": _now() if status != "running" else None,
-            "videopoet_version": __version__,
-            "order": [r["name"] for r in self.records],
-            "steps": self.records,
-            "plan": self.plan.describe(),
         }
-        if failed is not None:
-            data["failed_step"] = failed
-        if error is not None:
-            data["error"] = f"{type(error).__name__}: {error}"
-        save_json(self.out / RUN_NAME, json.loads(json.dumps(data, default=str)))
+        write_run_record(
+            self.out / RUN_NAME,
+            self.plan,
+            fields,
+            self.records,
+            status=status,
+            started=self.started,
+            forced=self.force,
+            failed=failed,
+            error=error,
+        )
+
+
+def write_run_record(
+    path: Path,
+    plan: Any,
+    fields: dict[str, Any],
+    steps: list[dict[str, Any]],
+    *,
+    status: str,
+    started: str,
+    forced: bool,
+    failed: str | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """``run.json`` of a recipe run (chain or stages): the recipe, ``fields`` particular to the
+    kind of run, the status and the steps' records, written atomically."""
+    from videopoet import __version__
+    from videopoet.core.serialization import save_json
+
+    loaded = plan.loaded
+    data: dict[str, Any] = {
+        "recipe": loaded.recipe.name,
+        "description": loaded.recipe.description,
+        "source": str(loaded.source),
+        "overrides": loaded.overrides,
+        **fields,
+        "forced": forced,
+        "status": status,
+        "started": started,
+        "finished": _now() if status != "running" else None,
+        "videopoet_version": __version__,
+        "order": [r["name"] for r in steps],
+        "steps": steps,
+        "plan": plan.describe(),
+    }
+    if failed is not None:
+        data["failed_step"] = failed
+    if error is not None:
+        data["error"] = f"{type(error).__name__}: {error}"
+    save_json(path, json.loads(json.dumps(data, default=str)))
 
 
 def _takes(refiner: Any, name: str) -> bool:

@@ -328,31 +328,21 @@ class StageRunner:
     def _write_run(
         self, status: str, failed: str | None = None, error: BaseException | None = None
     ) -> None:
-        from videopoet import __version__
-        from videopoet.core.serialization import save_json
+        from videopoet.recipes.runner import write_run_record
 
-        loaded = self.plan.loaded
-        data: dict[str, Any] = {
-            "recipe": loaded.recipe.name,
-            "description": loaded.recipe.description,
-            "source": str(loaded.source),
-            "overrides": loaded.overrides,
-            "command": self.info.command,
-            "forced": self.force,
-            "status": status,
-            "started": self.started,
-            "finished": _now() if status != "running" else None,
-            "videopoet_version": __version__,
-            "order": [r["name"] for r in self.records],
-            "steps": [
-                {k: r.get(k) for k in ("name", "stage", "status", "skipped", "seconds", "key")}
-                | {"outputs": r.get("outputs", {}), "attempts": r.get("attempts")}
-                for r in self.records
-            ],
-            "plan": self.plan.describe(),
-        }
-        if failed is not None:
-            data["failed_step"] = failed
-        if error is not None:
-            data["error"] = f"{type(error).__name__}: {error}"
-        save_json(self.root / RUN_NAME, json.loads(json.dumps(data, default=str)))
+        steps = [
+            {k: r.get(k) for k in ("name", "stage", "status", "skipped", "seconds", "key")}
+            | {"outputs": r.get("outputs", {}), "attempts": r.get("attempts")}
+            for r in self.records
+        ]
+        write_run_record(
+            self.root / RUN_NAME,
+            self.plan,
+            {"command": self.info.command},
+            steps,
+            status=status,
+            started=self.started,
+            forced=self.force,
+            failed=failed,
+            error=error,
+        )
