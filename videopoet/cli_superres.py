@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def cmd_train_refiner(args: argparse.Namespace) -> int:
@@ -48,35 +47,10 @@ def cmd_train_refiner(args: argparse.Namespace) -> int:
 
 
 def cmd_add_refiner(args: argparse.Namespace) -> int:
-    from videopoet.core.bundle import read_bundle_config
-    from videopoet.core.engine import Engine, load_refiner
-    from videopoet.core.errors import ConfigError
-    from videopoet.plugins.superres.refiner import NAME, SuperResolution
+    from videopoet.plugins.superres.refiner import add_to_bundle
 
-    read_bundle_config(args.bundle)
-    for folder in args.stages:
-        if not Path(folder).is_dir():
-            raise ConfigError("stages", folder, "a trained refiner folder (RUN/refiner)")
-    engine = Engine.from_pretrained(args.bundle)
-    parts = [load_refiner(folder, NAME, engine.registry) for folder in args.stages]
-    cascade = SuperResolution.cascade(parts)
-    if engine.visual is None:
-        raise ConfigError("bundle", args.bundle, "a bundle with a visual tokenizer")
-    for index in range(len(cascade.stages)):
-        cascade.check_tokenizer(engine.visual, engine.visual_spec, index)
-    engine.refiners[NAME] = cascade
-    out = engine.save_pretrained(args.out or args.bundle, description=args.description or "")
-    print(
-        json.dumps(
-            {
-                "bundle": str(out),
-                "refiner": NAME,
-                "stages": len(cascade.stages),
-                "scale": cascade.scale,
-                "parameters": sum(p.numel() for p in cascade.parameters()),
-            }
-        )
-    )
+    out = args.out or args.bundle
+    print(json.dumps(add_to_bundle(args.bundle, args.stages, out, args.description or "")))
     return 0
 
 

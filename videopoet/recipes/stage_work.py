@@ -181,27 +181,12 @@ def _train_refiner(ctx: StageContext) -> StageOutcome:
 
 def _add_refiner(ctx: StageContext) -> StageOutcome:
     """What ``videopoet add-refiner BUNDLE DIR --out OUT`` does, into the stage's folder."""
-    from videopoet.core.engine import Engine, load_refiner
-    from videopoet.plugins.superres.refiner import NAME, SuperResolution
+    from videopoet.plugins.superres.refiner import add_to_bundle
 
-    bundle = ctx.inputs["bundle"]
-    engine = Engine.from_pretrained(bundle)
-    if engine.visual is None:
-        raise ConfigError("inputs.bundle", str(bundle), "a bundle with a visual tokenizer")
-    refiner = load_refiner(ctx.inputs["refiner_dir"], NAME, engine.registry)
-    cascade = SuperResolution.cascade([refiner])
-    for index in range(len(cascade.stages)):
-        cascade.check_tokenizer(engine.visual, engine.visual_spec, index)
-    engine.refiners[NAME] = cascade
     description = ctx.options["description"] or f"trained by the recipe {ctx.run.recipe}"
-    path = engine.save_pretrained(ctx.folder / "bundle", description=description)
-    result = {
-        "refiner": NAME,
-        "stages": len(cascade.stages),
-        "scale": cascade.scale,
-        "parameters": sum(p.numel() for p in cascade.parameters()),
-    }
-    return StageOutcome({"bundle": path}, result)
+    stages = [ctx.inputs["refiner_dir"]]
+    result = add_to_bundle(ctx.inputs["bundle"], stages, ctx.folder / "bundle", description)
+    return StageOutcome({"bundle": Path(result.pop("bundle"))}, result)
 
 
 def _evaluate(ctx: StageContext) -> StageOutcome:

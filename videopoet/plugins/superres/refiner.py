@@ -235,3 +235,33 @@ class SuperResolution(nn.Module):
 def build(**config: Any) -> SuperResolution:
     """The registered factory: a cascade from a saved ``config.json`` (less its ``name``)."""
     return SuperResolution(**config)
+
+
+def add_to_bundle(
+    bundle: str | Path, stages: list[str | Path], out: str | Path, description: str = ""
+) -> dict[str, Any]:
+    """What ``videopoet add-refiner`` does: the trained stage folders, as one cascade, into a
+    copy of ``bundle`` at ``out`` (may be ``bundle`` itself), each checked against the bundle's
+    visual tokenizer; returns what was written."""
+    from videopoet.core.bundle import read_bundle_config
+    from videopoet.core.engine import Engine, load_refiner
+
+    read_bundle_config(bundle)
+    for folder in stages:
+        if not Path(folder).is_dir():
+            raise ConfigError("stages", str(folder), "a trained refiner folder (RUN/refiner)")
+    engine = Engine.from_pretrained(bundle)
+    if engine.visual is None:
+        raise ConfigError("bundle", str(bundle), "a bundle with a visual tokenizer")
+    cascade = SuperResolution.cascade([load_refiner(f, NAME, engine.registry) for f in stages])
+    for index in range(len(cascade.stages)):
+        cascade.check_tokenizer(engine.visual, engine.visual_spec, index)
+    engine.refiners[NAME] = cascade
+    path = engine.save_pretrained(out, description=description)
+    return {
+        "bundle": str(path),
+        "refiner": NAME,
+        "stages": len(cascade.stages),
+        "scale": cascade.scale,
+        "parameters": sum(p.numel() for p in cascade.parameters()),
+    }
