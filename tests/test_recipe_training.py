@@ -353,3 +353,25 @@ def test_the_docs_recipe_of_stages_plans():
         plan = plan_recipe(recipe)
         assert plan.stages and plan.bundle is None
         assert plan.step("lm").config["train"]["steps"] == 500
+
+
+def test_a_folder_identity_is_its_content_not_its_file_times(tmp_path):
+    """A checkout or a copy gives committed weights new modification times; the stages that
+    read them must still be skipped on a re-run (else a day's tokenize starts over)."""
+    import os
+    import shutil
+
+    from videopoet.recipes.runner import bundle_identity
+
+    folder = tmp_path / "tokenizer"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "config.json").write_text("{}")
+    (folder / "MODEL_CARD.md").write_text("card")
+    before = bundle_identity(folder)
+    os.utime(folder / "model.safetensors", (1, 1))
+    (folder / "MODEL_CARD.md").write_text("a longer card")
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    assert bundle_identity(folder) == before == bundle_identity(copy)
+    (folder / "model.safetensors").write_bytes(b"weightz")
+    assert bundle_identity(folder) != before

@@ -214,16 +214,16 @@ def _load_engine(planned: Plan, device: str, registry: Any) -> Any:
 
 
 def bundle_identity(path: Path) -> str:
-    """The bundle's configs by content, its weight files by name, size and modification time
-    (rewriting a bundle, as ``save_pretrained`` does, changes it; reading it does not)."""
+    """A folder by the content of its files, less its prose (``*.md``: model cards), so a
+    fresh clone, a copy or a rewrite with the same weights keeps the identity (modification
+    times do not survive a checkout)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md"):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        if file.suffix == ".json":
-            digest.update(file.read_bytes())
-        else:
-            stat = file.stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
