@@ -1,8 +1,9 @@
 """Running a recipe of pipeline stages: one folder per stage in the run folder, each with its
 record ``stage.json``, and ``run.json``.
 
-A stage's key is a SHA-256 of the stage, its options, its merged config and its inputs (an
-earlier stage's output by that stage's key, a path by its content identity). A stage whose
+A stage's key is a SHA-256 of the stage, its options, its merged config (less the settings of
+``RUN_ONLY``: threads, device) and its inputs (an earlier stage's output by that stage's key, a
+path by the content of its files). A stage whose
 record says ``done`` with the same key, and whose outputs are still there, is skipped. Any
 other stage runs in its folder:
 
@@ -38,6 +39,16 @@ if TYPE_CHECKING:
 
 #: bump when the meaning of a key changes, so old stage folders are not reused
 KEY_VERSION = 1
+#: ``train`` settings that say how a stage runs on this machine, not what it makes: left out
+#: of its key, so running on more cores (or another device) does not redo finished stages
+RUN_ONLY = ("num_threads", "device", "progress", "log_every")
+
+
+def _what_it_makes(config: Any) -> Any:
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        return config
+    train = {k: v for k, v in config["train"].items() if k not in RUN_ONLY}
+    return config | {"train": train}
 RECORD_NAME, RUN_NAME = "stage.json", "run.json"
 
 
@@ -186,7 +197,7 @@ class StageRunner:
                 "version": KEY_VERSION,
                 "inputs": inputs_key,
                 "options": options,
-                "config": step.config,  # the YAML with its overrides: what it trains with
+                "config": _what_it_makes(step.config),  # the YAML with its overrides
                 "reads": reads,
             }
         )
