@@ -70,3 +70,13 @@ def test_committed_demo_bundle_loads_and_generates():
     result = engine.generate("t2i", text="a red square on a black background", seed=0)
     assert result.video.shape == (1, 3, 1, 64, 64)
     assert result.video.abs().max() <= 1.0 + 1e-3
+    assert "superres" in engine.refiners  # the recipe's 2x stage
+
+
+def test_committed_demo_bundle_holds_the_committed_tokenizers():
+    """The bundle is the recipe's output on the committed tokenizers: the same weights, so its
+    LM's tokens are the tokens `videopoet tokenize` makes today."""
+    bundle = ROOT / "checkpoints" / "videopoet_tiny_world"
+    for part, committed in (("visual", "magvit2_tiny_world"), ("audio", "encodec16k_tiny_world")):
+        inside = (bundle / f"{part}_tokenizer" / "model.safetensors").read_bytes()
+        assert inside == (ROOT / "checkpoints" / committed / "model.safetensors").read_bytes()
