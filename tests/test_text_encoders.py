@@ -195,3 +195,27 @@ def test_cache_warns_again_on_a_truncated_hit_and_heals_damage(tmp_path):
     out = encoder.encode(["rain"])
     assert encoder.misses == 2 and out.mask.sum() == 2
     assert cache.get("rain") is not None  # rewritten
+
+
+def test_an_encoder_folder_is_identified_by_content_not_file_times(tmp_path, monkeypatch):
+    """A fresh install unpacks the packaged MiniLM with new file times: a bundle trained with it
+    elsewhere must still accept it; other weights must not pass."""
+    import shutil
+
+    from videopoet.plugins.text import encoders
+
+    monkeypatch.setattr(encoders, "FULL_HASH_LIMIT", 4 << 20)  # sample files above 4 MiB
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    big = bytearray(os.urandom(6 << 20))
+    (folder / "model.safetensors").write_bytes(big)
+    stamp = encoders._files_stamp(folder)
+    os.utime(folder / "model.safetensors", (1, 1))
+    copy = shutil.copytree(folder, tmp_path / "elsewhere")
+    assert encoders._files_stamp(folder) == stamp == encoders._files_stamp(copy)
+    big[-10] ^= 0xFF  # within the tail sample of the large file
+    (copy / "model.safetensors").write_bytes(big)
+    (folder / "config.json").write_text('{"hidden_size": 1}')
+    assert stamp != encoders._files_stamp(copy)
+    assert stamp != encoders._files_stamp(folder)

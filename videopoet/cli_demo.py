@@ -20,7 +20,7 @@ def missing_bundle(path: Path) -> ConfigError:
     default = path.resolve() == DEFAULT_BUNDLE.resolve()
     how = (
         "the trained tiny bundle, committed with the repository: check out the whole "
-        "repository (or train it again with `videopoet demo --train`, about 1.5 hours on 2 CPU cores)"
+        "repository (or train it again with `videopoet demo --train`, about 1.5 h on 2 cores)"
         if default
         else "a bundle folder"
     )

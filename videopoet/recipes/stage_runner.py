@@ -49,6 +49,8 @@ def _what_it_makes(config: Any) -> Any:
         return config
     train = {k: v for k, v in config["train"].items() if k not in RUN_ONLY}
     return config | {"train": train}
+
+
 RECORD_NAME, RUN_NAME = "stage.json", "run.json"
 
 

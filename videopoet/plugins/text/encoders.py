@@ -17,6 +17,7 @@ A caption longer than ``max_tokens`` tokens (special tokens included) is truncat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -304,18 +305,46 @@ class T5TextEncoder(_TransformersEncoder):
 
     @property
     def identity(self) -> str:
-        return f"t5/{self.path.resolve()}/{_files_stamp(self.path)}/max={self.max_tokens}"
+        return f"t5/{_files_stamp(self.path)}/max={self.max_tokens}"
+
+
+#: files above this size are identified by their size and three 1 MiB samples (head, middle,
+#: tail): trained weights differ throughout, and a T5-XXL folder is not read whole at start-up
+FULL_HASH_LIMIT = 64 << 20
+SAMPLE = 1 << 20
+
+
+def _file_digest(path: Path, size: int) -> bytes:
+    digest = hashlib.sha256(str(size).encode() + b"\0")
+    with path.open("rb") as handle:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: handle.read(SAMPLE), b""):
+                digest.update(block)
+        else:
+            for offset in (0, size // 2, size - SAMPLE):
+                handle.seek(offset)
+                digest.update(handle.read(SAMPLE))
+    return digest.digest()
+
+
+@functools.lru_cache(maxsize=32)
+def _stamp_of(folder: Path, listing: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, size, _ in listing:
+        digest.update(name.encode() + b"\0" + _file_digest(folder / name, size))
+    return digest.hexdigest()[:16]
 
 
 def _files_stamp(folder: Path) -> str:
-    """Names, sizes and modification times of a model folder's files, hashed: a changed
-    checkpoint changes the cache key without reading gigabytes of weights."""
-    entries = sorted(
-        f"{p.relative_to(folder)}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
-        for p in folder.rglob("*")
-        if p.is_file()
+    """A model folder's files by name and content (large files sampled, see
+    :data:`FULL_HASH_LIMIT`), hashed: the same weights give the same stamp in any install or
+    copy (modification times do not survive one), a changed checkpoint another. Cached per
+    process while the files' sizes and times stay the same."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    listing = tuple(
+        (p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files
     )
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+    return _stamp_of(folder.resolve(), listing)
 
 
 # ---------------------------------------------------------------------------- factory
