@@ -6,6 +6,7 @@ under the usual 022), not the 0600 / 0700 of the :mod:`tempfile` names they are 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,15 @@ def umask_mode(directory: bool = False) -> int:
     mask = os.umask(0)  # the only portable way to read the umask before Python 3.13
     os.umask(mask)
     return (0o777 if directory else 0o666) & ~mask
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:

@@ -149,18 +149,17 @@ OPTIMIZER_NAME = "optimizer.safetensors"
 MODEL_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
 RUN_CONFIG_NAME = "train_config.json"
+#: TrainConfig fields that say how a run uses this machine, not what it makes (a recipe
+#: stage's key leaves them out)
+RUN_FIELDS = frozenset({"progress", "num_threads", "device", "log_every"})
 #: TrainConfig fields a resumed run may change: how long and how it is run and watched, not
 #: what it learns.
-FREE_FIELDS = frozenset(
+FREE_FIELDS = RUN_FIELDS | frozenset(
     {
         "steps",
         "time_limit_s",
         "stop_at",
-        "progress",
-        "num_threads",
-        "device",
         "eval_every",
-        "log_every",
         "checkpoint_every",
         "keep_checkpoints",
         "resume",

@@ -66,11 +66,9 @@ class Group:
 
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (the weights a shard's ids came from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    from videopoet.core.serialization import file_sha256
+
+    return file_sha256(path)[:16]
 
 
 def engine_identity(engine: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import torch
 
 from videopoet.core.errors import ConfigError, VideoPoetError
 from videopoet.core.generation_config import SAMPLING_KEYS
+from videopoet.core.serialization import file_sha256
 from videopoet.recipes.errors import RecipeError, StepError
 from videopoet.recipes.loader import LoadedRecipe, load_recipe
 from videopoet.recipes.schema import StepRef
@@ -220,7 +221,7 @@ def bundle_identity(path: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md"):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as handle:
+        with file.open("rb") as handle:  # streamed into one digest: keys of runs stay valid
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
@@ -253,11 +254,7 @@ def _tensor_bytes(value: torch.Tensor) -> bytes:
 
 def _file_sha(path: Path, cache: dict[Path, str]) -> str:
     if path not in cache:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        cache[path] = digest.hexdigest()
+        cache[path] = file_sha256(path)
     return cache[path]
 
 

@@ -1,8 +1,8 @@
 """Running a recipe of pipeline stages: one folder per stage in the run folder, each with its
 record ``stage.json``, and ``run.json``.
 
-A stage's key is a SHA-256 of the stage, its options, its merged config (less the settings of
-``RUN_ONLY``: threads, device) and its inputs (an earlier stage's output by that stage's key, a
+A stage's key is a SHA-256 of the stage, its options, its merged config (less how it runs:
+threads, device) and its inputs (an earlier stage's output by that stage's key, a
 path by the content of its files). A stage whose
 record says ``done`` with the same key, and whose outputs are still there, is skipped. Any
 other stage runs in its folder:
@@ -39,15 +39,17 @@ if TYPE_CHECKING:
 
 #: bump when the meaning of a key changes, so old stage folders are not reused
 KEY_VERSION = 1
-#: ``train`` settings that say how a stage runs on this machine, not what it makes: left out
-#: of its key, so running on more cores (or another device) does not redo finished stages
-RUN_ONLY = ("num_threads", "device", "progress", "log_every")
 
 
 def _what_it_makes(config: Any) -> Any:
+    """The config less the ``train`` settings that say how it runs on this machine
+    (``videopoet.core.training.RUN_FIELDS``), so more cores or another device do not redo a
+    finished stage."""
+    from videopoet.core.training import RUN_FIELDS
+
     if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
         return config
-    train = {k: v for k, v in config["train"].items() if k not in RUN_ONLY}
+    train = {k: v for k, v in config["train"].items() if k not in RUN_FIELDS}
     return config | {"train": train}
 
 
@@ -87,15 +89,10 @@ class StageResult:
 
 def path_identity(path: Path) -> str:
     """A folder by its files (see ``bundle_identity``), a file by its content."""
+    from videopoet.core.serialization import file_sha256
     from videopoet.recipes.runner import bundle_identity
 
-    if path.is_dir():
-        return bundle_identity(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return bundle_identity(path) if path.is_dir() else file_sha256(path)
 
 
 def command_line(plan: Plan, out: Path) -> str:
