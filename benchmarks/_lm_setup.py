@@ -49,6 +49,7 @@ def build_model(
         n_layers=args.layers,
         n_heads=args.heads,
         attention="sdpa",
+        grid_positions=False,  # the architecture mapped one-to-one onto HF's Llama
     )
     model = PrefixLM(config)
     print(

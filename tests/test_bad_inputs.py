@@ -208,7 +208,7 @@ def saved(tmp_path_factory):
     audio = registry.tokenizer("encodec16k_tiny").factory(n_filters=4, dimension=16, lstm=0)
     audio.save_pretrained(root / "audio")
     vocab = Vocabulary.from_registry(registry, visual="magvit2_tiny", audio="encodec16k_tiny")
-    config = ModelConfig.preset("tiny", vocab_size=vocab.size, text_dim=8)
+    config = ModelConfig.preset("tiny", vocab_size=vocab.size, text_dim=8, grid_positions=False)
     PrefixLM(config).save_pretrained(root / "lm", vocab)
     return root
 

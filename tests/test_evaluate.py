@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 
+from videopoet.core.errors import ConfigError
 from videopoet.data import evaluation as ev
 from videopoet.data import world
 from videopoet.data.evaluation import FIGURES, PROBES, Output
@@ -192,3 +193,22 @@ def test_evaluate_table_and_task_filter(small_bundle, one_thread, capsys):
 def test_evaluate_rejects_an_unknown_task_before_loading(small_bundle, capsys):
     assert _run([str(small_bundle), "--tasks", "t2v,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_first_moves_the_held_out_range_for_tuning_apart_from_reporting(small_bundle, one_thread):
+    from videopoet.core.engine import Engine
+    from videopoet.data.evaluation import evaluate
+    from videopoet.data.world import EVAL_OFFSET
+
+    engine = Engine.from_pretrained(small_bundle)
+    options = {"seeds": 2, "tasks": ["t2v"], "untrained": False, "progress": False}
+    reported = evaluate(engine, **options)
+    tuning = evaluate(engine, first=1000, **options)
+    assert [r["index"] for r in reported.rows["bundle"]["t2v"]] == [EVAL_OFFSET, EVAL_OFFSET + 1]
+    assert [r["index"] for r in tuning.rows["bundle"]["t2v"]] == [
+        EVAL_OFFSET + 1000,
+        EVAL_OFFSET + 1001,
+    ]
+    assert tuning.to_json()["first"] == 1000 and reported.to_json()["first"] == 0
+    with pytest.raises(ConfigError, match="first"):
+        evaluate(engine, first=-1, **options)

@@ -23,7 +23,9 @@ CACHE_TOL = 1e-4  # float32 logits, KV cache vs full recomputation (seen: ~1e-6)
 @pytest.fixture(scope="module")
 def model(tiny_vocab):
     torch.manual_seed(0)
-    return PrefixLM(ModelConfig.preset("tiny", vocab_size=tiny_vocab.size, text_dim=8)).eval()
+    return PrefixLM(
+        ModelConfig.preset("tiny", vocab_size=tiny_vocab.size, text_dim=8, grid_positions=False)
+    ).eval()
 
 
 def _layout(registry, vocab, task, text_tokens=6):
@@ -187,3 +189,23 @@ def test_bad_generation_inputs_are_reported(model, registry, tiny_vocab):
     with pytest.raises(ConfigError, match="batch"):
         inputs = _inputs(t2v, batch=2)
         generate(model, t2v, progress=False, **{**inputs, "batch_size": 3})
+
+
+def test_a_grid_model_decodes_with_its_layouts_grid(registry, tiny_vocab):
+    torch.manual_seed(0)
+    config = ModelConfig.preset(
+        "tiny", vocab_size=tiny_vocab.size, text_dim=8, grid_positions=True, grid_size=8
+    )
+    model = PrefixLM(config).eval()
+    layout = _layout(registry, tiny_vocab, "avcont")
+    inputs = _inputs(layout)
+    cached = generate(model, layout, seed=5, progress=False, **inputs)
+    slow = generate(model, layout, seed=5, use_cache=False, progress=False, **inputs)
+    assert torch.equal(cached, slow)  # the cache steps through the same grid
+    prompt = build_prompt(layout, inputs["content"], batch_size=2)
+    sequence = torch.cat([prompt.tokens, cached], dim=1)
+    grid = layout.grid_tensor()
+    with torch.no_grad():
+        full = model(sequence, layout.prefix_length, grid=grid)
+        blind = model(sequence, layout.prefix_length, grid=torch.zeros_like(grid))
+    assert not torch.allclose(full, blind)  # what is generated depends on the places

@@ -228,3 +228,45 @@ def test_split_rejects_tokens_outside_their_range(registry, vocab):
         layout.split(ids)
     with pytest.raises(LayoutError, match="neither the whole layout"):
         layout.split(ids[:, :10])
+
+
+# ---------------------------------------------------------------------------- grid positions
+
+
+def test_grid_places_every_visual_token_in_raster_order(registry, vocab):
+    layout = build_layout(registry.task("fp"), vocab, Format(frames=17, height=128, width=128))
+    grid = layout.grid_tensor()
+    assert grid.shape == (layout.total_length, 3)
+    out = layout.span("visual_out")
+    t, h, w = out.shape
+    expected = torch.stack(
+        torch.meshgrid(
+            torch.arange(1, t + 1), torch.arange(1, h + 1), torch.arange(1, w + 1), indexing="ij"
+        ),
+        dim=-1,
+    ).reshape(-1, 3)
+    assert torch.equal(grid[out.start : out.stop], expected)
+    # the condition clip (the first frames) sits on the target's first latent frames
+    cond = layout.span("visual_in")
+    assert torch.equal(grid[cond.start : cond.stop], expected[: cond.length])
+    # special tokens and text have no place in the clip
+    for span in layout.spans:
+        if span.kind in ("special", "text"):
+            assert not grid[span.start : span.stop].any(), span.name
+
+
+def test_grid_times_audio_by_the_latent_frame_of_its_instant(registry, vocab):
+    layout = build_layout(registry.task("a2v"), vocab, Format(frames=17, height=128, width=128))
+    audio = layout.span("audio_in")
+    levels, frames = audio.shape
+    grid = layout.grid_tensor()[audio.start : audio.stop].reshape(levels, frames, 3)
+    assert torch.equal(grid[0], grid[-1])  # every level of one audio frame: the same time
+    assert not grid[..., 1:].any()  # audio has no row or column
+    rate = vocab.audio.frame_rate
+    factor = vocab.visual.temporal_factor  # latent t >= 1 holds video frames (t-1)f+1 .. tf
+    for k in (0, frames // 3, frames - 1):
+        video_frame = int((k + 0.5) / rate * 8)  # 8 fps
+        latent = 0 if video_frame == 0 else (video_frame - 1) // factor + 1
+        assert int(grid[0, k, 0]) == latent + 1, k
+    visual_times = layout.grid_tensor()[layout.span("visual_out").start :, 0]
+    assert set(grid[0, :, 0].tolist()) <= set(visual_times.tolist())  # one clock for both

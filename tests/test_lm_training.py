@@ -241,3 +241,42 @@ def test_a_typo_in_a_nested_section_lists_that_sections_fields():
         validate_section(
             LMTrainingConfig, {"bundle": "b", "shards": "s", "train": {"stepz": 3}}, ""
         )
+
+
+def test_shards_carry_each_layouts_grid_and_a_grid_lm_trains_on_them(shards, tmp_path):
+    from videopoet.cli_generate import TINY_AUDIO, TINY_VISUAL
+    from videopoet.core.engine import Engine
+
+    bundle = tmp_path / "grid_bundle"
+    engine = Engine.create(
+        preset="tiny", visual_dir=TINY_VISUAL, audio_dir=TINY_AUDIO, grid_positions=True
+    )
+    engine.save_pretrained(bundle)
+    data = TokenShards(shards, engine_identity(engine))  # the same shards serve both LMs
+    a2v = data.of("train", "a2v")[0]
+    layout = engine.layout(engine.registry.task("a2v"), engine.formats[0])
+    assert torch.equal(a2v.grid_tensor(), layout.grid_tensor())
+    batch = MixtureSampler(data, LMTrainingConfig(bundle="b", shards=str(shards)), engine.registry)
+    drawn = batch.batch(0)
+    assert drawn["grid"].shape == (*drawn["tokens"].shape, 3)
+
+    result = train_lm(_config(bundle, shards, tmp_path, steps=30, eval_every=30))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    assert losses[-1] < losses[0] - 0.5
+    trained = Engine.from_pretrained(result["bundle"])
+    assert trained.lm.config.grid_positions
+    out = trained.generate("a2v", audio=torch.zeros(34_000), seed=0)
+    assert out.video.shape == (1, 3, 17, 64, 64)
+
+    # shards written before grid positions are refused for a grid LM, with what to do
+    import shutil
+
+    old = tmp_path / "old_shards"
+    shutil.copytree(shards, old)
+    meta = json.loads((old / "meta.json").read_text())
+    for group in meta["groups"]:
+        group.pop("grid")
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StaleShardsError, match="tokenize again"):
+        train_lm(_config(bundle, old, tmp_path / "again"))

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model(tiny_vocab):
     torch.manual_seed(0)
-    return PrefixLM(ModelConfig.preset("tiny", vocab_size=tiny_vocab.size, text_dim=8))
+    config = ModelConfig.preset(
+        "tiny", vocab_size=tiny_vocab.size, text_dim=8, grid_positions=False
+    )
+    return PrefixLM(config)
 
 
 def _tokens(vocab_size, batch=2, length=24, seed=0):
@@ -215,3 +218,67 @@ def test_lm_loss_fn_feeds_the_shared_trainer(model):
     assert torch.allclose(out["loss"], model.loss(tokens, 10, text))
     with pytest.raises(ConfigError, match="prefix_length"):
         lm_loss_fn(model, {"tokens": tokens})
+
+
+# ---------------------------------------------------------------------------- grid positions
+
+
+@pytest.fixture(scope="module")
+def grid_model(tiny_vocab):
+    torch.manual_seed(0)
+    config = ModelConfig.preset(
+        "tiny", vocab_size=tiny_vocab.size, text_dim=8, grid_positions=True, grid_size=8
+    )
+    return PrefixLM(config)
+
+
+def _grid(length=24, seed=0):
+    return torch.randint(0, 9, (length, 3), generator=torch.Generator().manual_seed(seed))
+
+
+def test_grid_positions_count_and_move_only_placed_tokens(grid_model):
+    assert grid_model.num_parameters() == grid_model.config.parameter_count()
+    tokens, grid = _tokens(grid_model.config.vocab_size), _grid()
+    grid[:4] = 0
+    with torch.no_grad():
+        base = grid_model.hidden_states(tokens, 24, grid=grid)  # all prefix: bidirectional
+        moved = grid.clone()
+        moved[10] = grid[10] % 8 + 1  # another place on every axis
+        other = grid_model.hidden_states(tokens, 24, grid=moved)
+        # a (B, L, 3) grid is the same as the shared (L, 3) one
+        rows = grid_model.hidden_states(tokens, 24, grid=grid.expand(2, -1, -1))
+    assert not torch.allclose(base, other)  # the place is read
+    assert torch.equal(base, rows)
+    # the "no place" embedding is zero and stays zero under training
+    for table in (grid_model.grid_time, grid_model.grid_row, grid_model.grid_col):
+        assert not table.weight[0].any()
+    loss = grid_model.loss(tokens, 12, grid=grid)
+    loss.backward()
+    assert not grid_model.grid_time.weight.grad[0].any()
+    grid_model.zero_grad()
+
+
+def test_a_grid_model_asks_for_its_grid_by_name(grid_model, model):
+    tokens = _tokens(grid_model.config.vocab_size)
+    with pytest.raises(ConfigError, match="grid.*grid_positions"):
+        grid_model.hidden_states(tokens, 12)
+    with pytest.raises(ConfigError, match="grid_size=8"):
+        grid_model.hidden_states(tokens, 12, grid=_grid() + 1)
+    with pytest.raises(ConfigError, match="grid"):
+        grid_model.hidden_states(tokens, 12, grid=_grid(length=10))
+    # a model without grid positions ignores a grid: shards carry one for any model
+    with torch.no_grad():
+        assert torch.equal(
+            model.hidden_states(tokens, 12, grid=_grid()), model.hidden_states(tokens, 12)
+        )
+
+
+def test_grid_model_saves_and_loads(grid_model, tiny_vocab, registry, tmp_path):
+    grid_model.save_pretrained(tmp_path, tiny_vocab)
+    loaded = PrefixLM.from_pretrained(
+        tmp_path, registry=registry, visual=tiny_vocab.visual, audio=tiny_vocab.audio
+    )
+    assert loaded.config.grid_positions and loaded.config.grid_size == 8
+    tokens, grid = _tokens(grid_model.config.vocab_size), _grid()
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, 12, grid=grid), grid_model(tokens, 12, grid=grid))

@@ -244,6 +244,22 @@ def test_unregistered_names_in_options():
     assert error.fields == ["steps.evaluate.options.tasks"] and "did you mean t2v" in str(error)
 
 
+def test_init_model_settings_are_checked_by_field():
+    error = builtin(
+        "steps.init.options.model={grid_positions: maybe, grid_size: 0}",
+    )
+    assert set(error.fields) == {
+        "steps.init.options.model.grid_positions",
+        "steps.init.options.model.grid_size",
+    }
+    assert "maybe" in str(error) and "greater than or equal to 1" in str(error)
+    error = builtin("steps.init.options.model={vocab_size: 9}")
+    assert error.fields == ["steps.init.options.model.vocab_size"]
+    assert "the tokenizers and text encoder set it" in str(error)
+    # a valid one passes: the plan is made
+    assert plan_recipe("train-world-tiny", ["steps.init.options.model={grid_positions: false}"])
+
+
 def test_unknown_and_missing_inputs():
     error = builtin(
         "steps.tokenize.inputs.bundel=${steps.init.bundle}", "steps.tokenize.inputs.bundle=null"

@@ -30,6 +30,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("tasks", ",".join(unknown), f"tasks among {', '.join(PROBES)}")
     if args.seeds < 1:
         raise ConfigError("seeds", args.seeds, "at least 1")
+    if args.first < 0:
+        raise ConfigError("first", args.first, "a held-out index >= 0")
     read_bundle_config(args.bundle)
     extractor = None
     if args.fvd:  # before any model is loaded, like the other checks
@@ -62,6 +64,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         untrained=not args.no_untrained,
         init_seed=args.init_seed,
         progress=not args.quiet,
+        first=args.first,
     )
     fvd = None
     if extractor is not None:
@@ -91,7 +94,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     rows = [("task", "figure", "bundle", "untrained"), *result.table()]
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    print(f"{args.bundle}: {result.seeds} held-out seeds at {result.format}")
+    start = f" from #{result.first}" if result.first else ""
+    print(f"{args.bundle}: {result.seeds} held-out seeds{start} at {result.format}")
     if result.sampling:
         from videopoet.core.generation_config import describe_sampling
 
@@ -127,6 +131,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("bundle", help="bundle folder (videopoet init DIR, or a trained one)")
     p.add_argument("--seeds", type=int, default=8, help="held-out samples per task (default 8)")
+    p.add_argument(
+        "--first",
+        type=int,
+        default=0,
+        metavar="INDEX",
+        help="held-out samples from this one on (default 0); tune sampling on another range, "
+        "e.g. --first 1000, than the one you report",
+    )
     p.add_argument("--tasks", default=None, help="comma-separated subset, e.g. t2v,fp")
     p.add_argument("--format", default=None, help="one of the bundle's video formats")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")

@@ -256,6 +256,8 @@ def generate(
     else:
         generator.manual_seed(seed)
 
+    grid = layout.grid_tensor().to(device)
+
     def forward_all(sequence: torch.Tensor, cache=None) -> torch.Tensor:
         mask = key_mask
         if mask is not None and sequence.shape[1] > prefix:
@@ -269,6 +271,7 @@ def generate(
             text_start=prompt.text_start,
             key_mask=mask,
             cache=cache,
+            grid=grid,
         )
         return hidden[:, -1]
 

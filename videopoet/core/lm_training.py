@@ -631,6 +631,9 @@ class MixtureSampler:
             batch["text_embeddings"] = torch.from_numpy(arrays["text"][rows].astype("float32"))
             batch["text_mask"] = torch.from_numpy(arrays["text_mask"][rows].copy())
             batch["text_start"] = group.text_start
+        grid = group.grid_tensor()
+        if grid is not None:
+            batch["grid"] = grid.expand(size, -1, -1)  # per row: batches are split by rows
         p = self.config.dropout.get(task, self.config.default_dropout) if dropout else 0.0
         if not self.specs[task].cfg_drop:
             p = 0.0  # nothing is dropped for guidance: no unconditional branch to train
@@ -688,7 +691,7 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
         prepare_run,
         train,
     )
-    from videopoet.data.shards import TokenShards, engine_identity
+    from videopoet.data.shards import StaleShardsError, TokenShards, engine_identity
 
     config = validate_section(LMTrainingConfig, raw, "")
     train_config = config.train
@@ -700,6 +703,11 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
     if config.generation is not None:  # checked (task names) before any training
         engine.generation = config.generation
     shards = TokenShards(config.shards, engine_identity(engine))
+    if engine.lm.config.grid_positions and any(not g.grid for g in shards.groups):
+        raise StaleShardsError(
+            f"the shards in {config.shards} hold no grid positions (written before them) and "
+            "this LM uses them (grid_positions); run videopoet tokenize again for this bundle"
+        )
     sampler = MixtureSampler(shards, config, engine.registry)
     evaluated = set(config.mixture or shards.tasks("train")) & set(shards.tasks("eval"))
     held_out = MixtureSampler(shards, config, engine.registry, "eval") if evaluated else None

@@ -6,6 +6,12 @@ biases. Query ``i`` sees key ``j`` when ``j <= i`` or ``j`` lies in the prefix
 (:mod:`videopoet.core.attention`). Text embeddings from any text encoder are projected by one
 linear layer into the text slots of the layout.
 
+Rotary positions say only how far apart two tokens are in the flat sequence. With
+``grid_positions`` the LM also adds, to each token's embedding, learned embeddings of its place
+in the clip (:attr:`Layout.grid <videopoet.sequences.layout.Layout.grid>`: latent time, row,
+column; time shared by video and audio), so a token knows which row of which frame it is,
+and a video token can find the sound of its instant, without working it out from distances.
+
 Every weight matrix is stored input-major, ``(in_features, out_features)``, and applied as
 ``x @ weight``: in token-by-token decoding each matmul is a matrix-vector product limited by
 memory bandwidth, and on CPU that orientation streams about 10 % faster than ``nn.Linear``'s
@@ -55,6 +61,11 @@ class ModelConfig(BaseModel):
     flex_compile: bool = True
     #: Rows of the output head per chunk of the training loss, bounding its memory.
     loss_chunk_tokens: int = Field(512, ge=1)
+    #: Learned embeddings of each token's place in the clip (time, row, column) added to its
+    #: own; every call then takes the layout's ``grid`` (Layout.grid_tensor()).
+    grid_positions: bool = False
+    #: Largest time, row or column index a grid embedding holds (latent frames, rows, columns).
+    grid_size: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -84,7 +95,8 @@ class ModelConfig(BaseModel):
     def parameter_count(self) -> int:
         d, f, v = self.d_model, self.hidden_dim, self.vocab_size
         block = 4 * d * d + 3 * d * f + 2 * d
-        return 2 * v * d + self.text_dim * d + self.n_layers * block + d
+        grid = 3 * (self.grid_size + 1) * d if self.grid_positions else 0
+        return 2 * v * d + self.text_dim * d + self.n_layers * block + d + grid
 
 
 #: The paper names 300M, 1B and 8B models (Fig. 5) without their shapes; these are ours
@@ -93,6 +105,9 @@ class ModelConfig(BaseModel):
 #: first frame, is 779 tokens); the others every layout of the paper's formats (the longest,
 #: stylize at 41x224x128 with its first frame, is 10,381; tests/test_presets.py checks both).
 PAPER_CONTEXT = 12_288
+#: Every preset places its tokens on the clip's grid (``grid_positions``; docs/model.md): on
+#: the tiny world it lowered frame prediction's position error and raised image-to-video's
+#: first-frame PSNR and video-to-audio's correlation over the same training without it.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"d_model": 128, "n_layers": 4, "n_heads": 4, "max_seq_len": 2048},
     "small": {"d_model": 512, "n_layers": 8, "n_heads": 8, "max_seq_len": PAPER_CONTEXT},
@@ -106,6 +121,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_seq_len": PAPER_CONTEXT,
     },
 }
+for _preset in PRESETS.values():
+    _preset["grid_positions"] = True
 
 
 # --------------------------------------------------------------------------- layers
@@ -156,6 +173,8 @@ class KVCache:
     key_mask: torch.Tensor
     length: int = 0
     masks_anything: bool = False
+    #: (max_len, 3) or (batch, max_len, 3): the layout's grid, read by decode_step
+    grid: torch.Tensor | None = None
 
     @property
     def capacity(self) -> int:
@@ -252,6 +271,12 @@ class PrefixLM(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.text_proj = Dense(config.text_dim, config.d_model)
+        if config.grid_positions:
+            # index 0 = no place in the clip (special tokens, text): a zero vector, kept zero
+            size = config.grid_size + 1
+            self.grid_time = nn.Embedding(size, config.d_model, padding_idx=0)
+            self.grid_row = nn.Embedding(size, config.d_model, padding_idx=0)
+            self.grid_col = nn.Embedding(size, config.d_model, padding_idx=0)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.head = Dense(config.d_model, config.vocab_size)
@@ -270,6 +295,10 @@ class PrefixLM(nn.Module):
                 nn.init.normal_(param, std=std / math.sqrt(2 * self.config.n_layers))
             else:
                 nn.init.normal_(param, std=std)
+        if self.config.grid_positions:
+            with torch.no_grad():
+                for table in (self.grid_time, self.grid_row, self.grid_col):
+                    table.weight[0].zero_()
 
     @property
     def device(self) -> torch.device:
@@ -328,6 +357,36 @@ class PrefixLM(nn.Module):
         x = torch.cat([x[:, :start], projected, x[:, start + k :]], dim=1)
         return x, key_mask
 
+    def add_grid(self, x: torch.Tensor, grid: torch.Tensor | None, start: int = 0) -> torch.Tensor:
+        """``x`` (B, L, d) plus the grid embeddings of positions ``start .. start + L``;
+        ``grid`` (≥ start + L, 3) or (B, ≥ start + L, 3). A model without grid positions
+        ignores it."""
+        if not self.config.grid_positions:
+            return x
+        length = x.shape[1]
+        if grid is None:
+            raise ConfigError(
+                "grid",
+                None,
+                "the layout's grid positions (Layout.grid_tensor(), (length, 3)): this LM "
+                "was made with grid_positions; token shards written without a grid must be "
+                "tokenized again",
+            )
+        if grid.dim() not in (2, 3) or grid.shape[-1] != 3 or grid.shape[-2] < start + length:
+            raise ConfigError(
+                "grid", tuple(grid.shape), f"(length >= {start + length}, 3) or (batch, length, 3)"
+            )
+        grid = grid[..., start : start + length, :].to(x.device)
+        if grid.numel() and (grid.min() < 0 or grid.max() > self.config.grid_size):
+            raise ConfigError(
+                "grid",
+                f"indices in [{int(grid.min())}, {int(grid.max())}]",
+                f"0 to grid_size={self.config.grid_size} (ModelConfig.grid_size)",
+            )
+        placed = self.grid_time(grid[..., 0]) + self.grid_row(grid[..., 1])
+        placed = placed + self.grid_col(grid[..., 2])
+        return x + placed.to(x.dtype)
+
     # ------------------------------------------------------------------ forward passes
 
     def hidden_states(
@@ -340,9 +399,15 @@ class PrefixLM(nn.Module):
         text_start: int | None = None,
         key_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        grid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final-norm hidden states (B, L, d_model) of a whole sequence (or a prefill)."""
+        """Final-norm hidden states (B, L, d_model) of a whole sequence (or a prefill).
+        ``grid``: the layout's grid positions, for a model with ``grid_positions`` (a prefill
+        keeps it in the cache for :meth:`decode_step`)."""
         x, text_keys = self.embed_inputs(tokens, text_embeddings, text_mask, text_start)
+        x = self.add_grid(x, grid)
+        if cache is not None and grid is not None:
+            cache.grid = grid
         key_mask = _combine(key_mask, text_keys)
         length = tokens.shape[1]
         if length > self.config.max_seq_len:
@@ -369,6 +434,7 @@ class PrefixLM(nn.Module):
         *,
         text_start: int | None = None,
         key_mask: torch.Tensor | None = None,
+        grid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, L, vocab) at every position: position ``i`` predicts token ``i + 1``.
 
@@ -382,6 +448,7 @@ class PrefixLM(nn.Module):
             text_mask,
             text_start=text_start,
             key_mask=key_mask,
+            grid=grid,
         )
         return self.head(hidden)
 
@@ -395,6 +462,7 @@ class PrefixLM(nn.Module):
         text_start: int | None = None,
         key_mask: torch.Tensor | None = None,
         loss_mask: torch.Tensor | None = None,
+        grid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean cross-entropy of the target tokens (positions ``>= prefix_length``).
 
@@ -412,6 +480,7 @@ class PrefixLM(nn.Module):
             text_mask,
             text_start=text_start,
             key_mask=key_mask,
+            grid=grid,
         )
         # position i predicts token i + 1: the target starts at prefix_length
         hidden = hidden[:, prefix_length - 1 : -1]
@@ -445,7 +514,7 @@ class PrefixLM(nn.Module):
         position = cache.length
         if position >= cache.capacity:
             raise ConfigError("cache", f"full at {position}", "room for one more token")
-        x = self.embed(tokens[:, None])
+        x = self.add_grid(self.embed(tokens[:, None]), cache.grid, position)
         cos = self.rope_cos[position : position + 1]
         sin = self.rope_sin[position : position + 1]
         for layer, block in enumerate(self.blocks):
@@ -556,13 +625,13 @@ def linear_cross_entropy(
     return total / hidden.shape[0]
 
 
-_BATCH_KEYS = ("text_embeddings", "text_mask", "text_start", "key_mask", "loss_mask")
+_BATCH_KEYS = ("text_embeddings", "text_mask", "text_start", "key_mask", "loss_mask", "grid")
 
 
 def lm_loss_fn(model: PrefixLM, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     """``loss_fn`` for :func:`videopoet.core.training.train`: a batch is a dict holding
     ``tokens`` (B, L) and ``prefix_length`` (int), optionally ``text_embeddings``,
-    ``text_mask``, ``text_start``, ``key_mask`` and ``loss_mask``."""
+    ``text_mask``, ``text_start``, ``key_mask``, ``loss_mask`` and ``grid``."""
     missing = [k for k in ("tokens", "prefix_length") if k not in batch]
     if missing:
         raise ConfigError("batch", sorted(batch), f"a dict with {missing}")

@@ -334,12 +334,14 @@ class Evaluation:
     sampling: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     rows: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # model -> task -> rows
+    first: int = 0  #: held-out samples from index EVAL_OFFSET + first
 
     def to_json(self, bundle: str = "") -> dict[str, Any]:
         return {
             "bundle": bundle,
             "format": self.format,
             "seeds": self.seeds,
+            "first": self.first,
             "tasks": self.tasks,
             **self.figures,
             "untrained": self.untrained,
@@ -421,12 +423,18 @@ def task_sampling(engine: Any, task: str, given: dict[str, Any] | None = None) -
 
 
 def held_out(
-    probe: Probe, seeds: int, fmt: Any, config: world.WorldConfig | None, cache: dict
+    probe: Probe,
+    seeds: int,
+    fmt: Any,
+    config: world.WorldConfig | None,
+    cache: dict,
+    first: int = 0,
 ) -> list[tuple[int, world.WorldSample]]:
-    """The first ``seeds`` held-out samples ``(i, sample)`` the probe picks (index
-    ``EVAL_OFFSET + i``); fewer if the scan finds fewer."""
+    """The first ``seeds`` held-out samples ``(i, sample)`` the probe picks from index
+    ``EVAL_OFFSET + first`` on (sample ``i`` is index ``EVAL_OFFSET + i``); fewer if the scan
+    finds fewer."""
     picked: list[tuple[int, world.WorldSample]] = []
-    for i in range(seeds * SCAN_FACTOR):
+    for i in range(first, first + seeds * SCAN_FACTOR):
         if len(picked) == seeds:
             break
         if i not in cache:
@@ -451,7 +459,12 @@ def tokenizer_psnr(engine: Any, items: list[world.WorldSample], fmt: Any) -> flo
 
 
 def superres_figures(
-    engine: Any, seeds: int, fmt: Any, config: world.WorldConfig | None = None, bar: Any = None
+    engine: Any,
+    seeds: int,
+    fmt: Any,
+    config: world.WorldConfig | None = None,
+    bar: Any = None,
+    first: int = 0,
 ) -> dict[str, float | None]:
     """:data:`SUPERRES_FIGURES` of the bundle's ``superres`` refiner on ``seeds`` held-out
     clips: each drawn at ``fmt`` times the refiner's scale, bicubic-downsampled to ``fmt``
@@ -464,7 +477,11 @@ def superres_figures(
     refined, bicubic = [], []
     for n in range(seeds):
         item = world.sample(
-            world.EVAL_OFFSET + n, fmt.frames, fmt.height * scale, fmt.width * scale, config
+            world.EVAL_OFFSET + first + n,
+            fmt.frames,
+            fmt.height * scale,
+            fmt.width * scale,
+            config,
         )
         truth = item.video[None]
         low = resize(truth, 1 / scale)
@@ -491,8 +508,13 @@ def evaluate(
     init_seed: int = 0,
     world_config: world.WorldConfig | None = None,
     progress: bool = True,
+    first: int = 0,
 ) -> Evaluation:
     """Figures of ``engine`` (and of its untrained twin) on ``seeds`` held-out samples per task.
+
+    ``first``: where the held-out samples start (index ``EVAL_OFFSET + first``); choose
+    sampling settings on another range than the one reported (say ``first=1000``), so the
+    reported figures are not tuned on their own samples.
 
     ``tasks``: names from :data:`PROBES` (default all); a task the bundle cannot run, or that
     fails with a user-facing error (say, a layout longer than the LM's context), is listed in
@@ -507,6 +529,8 @@ def evaluate(
 
     if seeds < 1:
         raise ConfigError("seeds", seeds, "at least 1")
+    if first < 0:
+        raise ConfigError("first", first, "a held-out index >= 0")
     wanted = list(PROBES) if tasks is None else list(dict.fromkeys(tasks))
     unknown = [t for t in wanted if t not in PROBES]
     if unknown:
@@ -516,7 +540,7 @@ def evaluate(
     skipped = {t: "the bundle cannot run it" for t in wanted if t not in servable}
     runnable = [t for t in wanted if t in servable]
     cache: dict[int, world.WorldSample] = {}
-    plans = {t: held_out(PROBES[t], seeds, fmt, world_config, cache) for t in runnable}
+    plans = {t: held_out(PROBES[t], seeds, fmt, world_config, cache, first) for t in runnable}
     for task, plan in plans.items():
         if not plan:
             skipped[task] = "no held-out sample it can be measured on"
@@ -547,7 +571,7 @@ def evaluate(
                 timings[f"{name}/{task}"] = time.perf_counter() - began
         began = time.perf_counter()
         bar.set_postfix_str("visual tokenizer")
-        items = [item for _, item in held_out(Probe(), seeds, fmt, world_config, cache)]
+        items = [item for _, item in held_out(Probe(), seeds, fmt, world_config, cache, first)]
         visual_psnr = tokenizer_psnr(engine, items, fmt)
         bar.update(seeds)
         timings["visual_tokenizer"] = time.perf_counter() - began
@@ -555,7 +579,7 @@ def evaluate(
         if "superres" in engine.refiners:
             began = time.perf_counter()
             bar.set_postfix_str("superres")
-            refined = superres_figures(engine, seeds, fmt, world_config, bar)
+            refined = superres_figures(engine, seeds, fmt, world_config, bar, first)
             timings["superres"] = time.perf_counter() - began
 
     def figures(model: str) -> dict[str, float | int | None]:
@@ -576,6 +600,7 @@ def evaluate(
         sampling={t: s for t, s in sampling.items() if t not in skipped},
         timings=timings,
         rows=rows,
+        first=first,
     )
 
 

@@ -58,6 +58,15 @@ class Group:
     conditions: dict[str, list[int]] = field(default_factory=dict)
     spans: list[list[Any]] = field(default_factory=list)  # [name, start, length, target]
     format: str = ""
+    #: the layout's grid positions (Layout.grid), flattened: t, row, col of each position;
+    #: empty in shards written before grid positions
+    grid: list[int] = field(default_factory=list)
+
+    def grid_tensor(self) -> torch.Tensor | None:
+        """(length, 3) long tensor of :attr:`grid`, None when the shards hold none."""
+        if not self.grid:
+            return None
+        return torch.tensor(self.grid, dtype=torch.long).reshape(-1, 3)
 
     @property
     def folder(self) -> str:
@@ -142,6 +151,7 @@ class ShardWriter:
             _conditions(layout),
             spans,
             str(layout.format),
+            [i for place in layout.grid for i in place],
         )
         text = mask = None
         if slots:

@@ -98,6 +98,7 @@ def _init(ctx: StageContext) -> StageOutcome:
         text_options=o["text_options"],
         formats=o["formats"],
         seed=o["seed"],
+        **o.get("model", {}),
     )
     path = engine.save_pretrained(ctx.folder / "bundle", description=f"untrained {o['preset']}")
     result = {

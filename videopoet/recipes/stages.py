@@ -51,6 +51,9 @@ class InitOptions(_Options):
     text_options: dict[str, Any] = Field(default_factory=dict)
     formats: list[str] | None = None
     seed: int = 0
+    model: dict[str, Any] = Field(
+        default_factory=dict, description="LM settings over the preset's (ModelConfig fields)"
+    )
 
 
 class ConfigOptions(_Options):
@@ -189,7 +192,37 @@ def _check_init(options: InitOptions, registry: Any) -> list[tuple[str, Any, str
             parse_format(value)
         except ConfigError:
             out.append((f"formats.{index}", value, "a format FRAMESxHEIGHTxWIDTH, e.g. 17x64x64"))
+    if options.preset in PRESETS:
+        out += _check_model(options.preset, options.model)
     return out
+
+
+def _check_model(preset: str, model: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    from pydantic import ValidationError
+
+    from videopoet.core.model import ModelConfig
+
+    fixed = sorted({"vocab_size", "text_dim"} & set(model))
+    if fixed:
+        return [
+            (
+                f"model.{fixed[0]}",
+                model[fixed[0]],
+                "left out: the tokenizers and text encoder set it",
+            )
+        ]
+    try:
+        ModelConfig.preset(preset, vocab_size=2, **model)
+    except ValidationError as exc:
+        return [
+            (
+                "model." + ".".join(str(p) for p in e["loc"]) if e["loc"] else "model",
+                e.get("input"),
+                e["msg"],
+            )
+            for e in exc.errors()
+        ]
+    return []
 
 
 def _check_evaluate(options: EvaluateOptions, registry: Any) -> list[tuple[str, Any, str]]:

@@ -8,10 +8,20 @@ the loss. A modality a task does not use drops its tokens and its begin/end mark
 
 Content positions hold tokenizer-local ids until :meth:`Layout.fill` adds each position's
 vocabulary offset; :meth:`Layout.split` does the reverse.
+
+Every position also has a place in the clip, :attr:`Layout.grid`: ``(time, row, column)``, each
+counted from 1, 0 where it does not apply (special tokens and text have none, audio has no
+row or column). Time is one clock for both modalities: the visual latent frame (latent ``t``
+covers frames ``(t-1)·f+1 .. t·f`` of a causal tokenizer with temporal factor ``f``, latent 0
+the first frame), and an audio frame gets the latent frame its middle falls in. So a
+video token and the audio of the same instant share a time, and a condition clip and the
+target share their grid; an LM with grid positions (``ModelConfig.grid_positions``) adds a
+learned embedding of each.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +49,8 @@ class Span:
     shape: tuple[int, ...] = ()  # (t, h, w) for visual, (levels, frames) for audio
     #: vocabulary ranges [lo, hi), one per equal segment (one per RVQ level for audio)
     ranges: tuple[tuple[int, int], ...] = ()
+    #: content spans: the clock time (from 0) of each latent frame (visual) or frame (audio)
+    clock: tuple[int, ...] = ()
 
     @property
     def stop(self) -> int:
@@ -58,9 +70,11 @@ class Layout:
     offsets: list[int] = field(init=False)
     #: per position: allowed vocabulary range [lo, hi) of a content token, (-1, -1) elsewhere
     allowed: list[tuple[int, int]] = field(init=False)
+    #: per position: its place in the clip ``(time, row, column)``, from 1; 0 = none
+    grid: list[tuple[int, int, int]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tokens, self.offsets, self.allowed = [], [], []
+        self.tokens, self.offsets, self.allowed, self.grid = [], [], [], []
         for span in self.spans:
             if span.kind == "special":
                 self.tokens.append(span.token)  # type: ignore[arg-type]
@@ -76,6 +90,7 @@ class Layout:
                     self.tokens += [CONTENT] * segment
                     self.offsets += [lo] * segment
                     self.allowed += [(lo, hi)] * segment
+            self.grid += _span_grid(span)
 
     # ------------------------------------------------------------------ views
 
@@ -91,6 +106,10 @@ class Layout:
     def loss_mask(self) -> list[bool]:
         """True where a token is predicted and scored: every target position."""
         return [i >= self.prefix_length for i in range(self.total_length)]
+
+    def grid_tensor(self) -> torch.Tensor:
+        """:attr:`grid` as a (L, 3) long tensor, what the LM's ``grid`` argument takes."""
+        return torch.tensor(self.grid, dtype=torch.long).reshape(-1, 3)
 
     def span(self, name: str) -> Span:
         for span in self.spans:
@@ -202,7 +221,7 @@ class Layout:
 
 
 def _special(name: str, token: str, vocab: Vocabulary, target: bool) -> tuple:
-    return (name, "special", 1, target, vocab.id(token), (), ())
+    return (name, "special", 1, target, vocab.id(token), (), (), ())
 
 
 def build_layout(
@@ -252,6 +271,8 @@ def build_layout(
             f"supported: {shown}"
         )
     seconds = fmt.seconds if audio_seconds is None else audio_seconds
+    # the shared clock counts visual latent frames; video frames when there is no visual side
+    clock_factor = visual.temporal_factor if visual is not None else 1
 
     rows: list[tuple] = [
         _special("bos", "<bos>", vocab, False),
@@ -266,7 +287,7 @@ def build_layout(
         if k:
             rows += [
                 _special("bot_i", "<bot_i>", vocab, False),
-                ("text", "text", k, False, None, (), ()),
+                ("text", "text", k, False, None, (), (), ()),
                 _special("eot_i", "<eot_i>", vocab, False),
             ]
     elif text_tokens and not prefix.text:
@@ -288,9 +309,10 @@ def build_layout(
         shape = visual.latent_shape(frames, fmt.height, fmt.width)
         book = vocab.codebook("visual")
         opener, closer = entry.markers
+        ranges = ((book.start, book.stop),)
         rows += [
             _special(opener, "<bov_i>", vocab, False),
-            (entry.span, "visual", _prod(shape), False, None, shape, ((book.start, book.stop),)),
+            (entry.span, "visual", _prod(shape), False, None, shape, ranges, range(shape[0])),
             _special(closer, "<eov_i>", vocab, False),
         ]
 
@@ -298,7 +320,7 @@ def build_layout(
         in_seconds = prefix.condition_frames / FPS if prefix.condition_frames else seconds
         rows += [
             _special("boa_i", "<boa_i>", vocab, False),
-            _audio_row("audio_in", vocab, in_seconds, False),
+            _audio_row("audio_in", vocab, in_seconds, False, clock_factor),
             _special("eoa_i", "<eoa_i>", vocab, False),
         ]
 
@@ -322,21 +344,24 @@ def build_layout(
                 None,
                 out_shape,
                 ((book.start, book.stop),),
+                range(out_shape[0]),  # type: ignore[index]
             ),
             _special("eov_o", "<eov_o>", vocab, True),
         ]
     if task.target.audio:
         rows += [
             _special("boa_o", "<boa_o>", vocab, True),
-            _audio_row("audio_out", vocab, seconds, True),
+            _audio_row("audio_out", vocab, seconds, True, clock_factor),
             _special("eoa_o", "<eoa_o>", vocab, True),
         ]
     if task.eos:
         rows.append(_special("eos", "<eos>", vocab, True))
 
     spans, start = [], 0
-    for name, kind, length, target, token, shape, ranges in rows:
-        spans.append(Span(name, kind, start, length, target, token, tuple(shape), ranges))
+    for name, kind, length, target, token, shape, ranges, clock in rows:
+        spans.append(
+            Span(name, kind, start, length, target, token, tuple(shape), ranges, tuple(clock))
+        )
         start += length
     prefix_length = next(s.start for s in spans if s.target)
     return Layout(task, fmt, spans, prefix_length)
@@ -355,11 +380,37 @@ def _input_frames(task: TaskSpec, videos: list, given: int | dict[str, int] | No
     return dict(given)
 
 
-def _audio_row(name: str, vocab: Vocabulary, seconds: float, target: bool) -> tuple:
-    frames = vocab.audio.latent_frames(seconds)  # type: ignore[union-attr]
+def _audio_row(
+    name: str, vocab: Vocabulary, seconds: float, target: bool, clock_factor: int
+) -> tuple:
+    spec = vocab.audio
+    frames = spec.latent_frames(seconds)  # type: ignore[union-attr]
     books = vocab.codebooks_of("audio")
     ranges = tuple((b.start, b.stop) for b in books)
-    return (name, "audio", frames * len(books), target, None, (len(books), frames), ranges)
+    clock = [
+        audio_clock((k + 0.5) / spec.frame_rate, clock_factor)  # type: ignore[union-attr]
+        for k in range(frames)
+    ]
+    shape = (len(books), frames)
+    return (name, "audio", frames * len(books), target, None, shape, ranges, clock)
+
+
+def audio_clock(seconds: float, clock_factor: int) -> int:
+    """The clock time of an instant: the visual latent frame that holds its video frame."""
+    frame = math.floor(seconds * FPS + 1e-9)
+    return -(-frame // clock_factor)
+
+
+def _span_grid(span: Span) -> list[tuple[int, int, int]]:
+    if span.kind == "visual" and span.clock:
+        t, h, w = span.shape
+        return [
+            (span.clock[i] + 1, r + 1, c + 1) for i in range(t) for r in range(h) for c in range(w)
+        ]
+    if span.kind == "audio" and span.clock:
+        levels = span.shape[0]
+        return [(time + 1, 0, 0) for _ in range(levels) for time in span.clock]
+    return [(0, 0, 0)] * span.length
 
 
 def _prod(shape: tuple[int, ...] | None) -> int:
