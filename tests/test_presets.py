@@ -40,3 +40,15 @@ def test_a_layout_too_long_for_the_model_is_refused_before_any_work(tiny_engine)
             tiny_engine.generate("t2v", text="a red square moves left")
     finally:
         tiny_engine.lm.config.max_seq_len = saved
+
+
+def test_a_layout_wider_than_the_grid_embeddings_is_refused_before_any_work(tiny_engine):
+    from videopoet.core.errors import LayoutError
+
+    assert tiny_engine.lm.config.grid_positions  # every preset places tokens on the grid
+    tiny_engine.lm.config.grid_size, saved = 4, tiny_engine.lm.config.grid_size
+    try:  # 17x64x64: 5 latent frames of 8 x 8
+        with pytest.raises(LayoutError, match=r"up to latent time/row/column 8.*hold 4"):
+            tiny_engine.generate("t2v", text="a red square moves left")
+    finally:
+        tiny_engine.lm.config.grid_size = saved

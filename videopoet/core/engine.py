@@ -397,7 +397,8 @@ class Engine:
         input_frames: dict[str, int] | None = None,
     ) -> Layout:
         """The task's layout at ``fmt`` with the optional inputs not in ``present`` left out;
-        a layout longer than the LM's context is an error here, before any work."""
+        a layout longer than the LM's context, or wider than its grid embeddings, is an error
+        here, before any work."""
         prefix = spec.prefix
         omit = []
         if present is not None:
@@ -416,6 +417,14 @@ class Engine:
             raise LayoutError(
                 f"task {spec.name} at {fmt} needs {layout.total_length} tokens; this model holds "
                 f"{limit} (max_seq_len): choose a smaller format or a larger preset"
+            )
+        config = self.lm.config
+        widest = max((max(place) for place in layout.grid), default=0)
+        if config.grid_positions and widest > config.grid_size:
+            raise LayoutError(
+                f"task {spec.name} at {fmt} places tokens up to latent time/row/column {widest}; "
+                f"this model's grid embeddings hold {config.grid_size} (grid_size): choose a "
+                "smaller format or a model with a larger grid_size"
             )
         return layout
 
