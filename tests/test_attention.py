@@ -73,7 +73,7 @@ def test_compiled_flex_inference_on_cpu_agrees():
 
 def test_compiled_flex_with_a_partial_block_on_cpu_runs_eagerly(monkeypatch, caplog):
     attention._warn_once.cache_clear()
-    monkeypatch.setattr(attention, "_compiled_flex", lambda: pytest.fail("compiled"))
+    monkeypatch.setattr(attention, "_compiled_flex", lambda dynamic: pytest.fail("compiled"))
     q, k, v = _qkv(length=40)
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="videopoet.core.attention"):
         out = attend(q, k, v, 11, backend="flex", compile_flex=True)
@@ -107,8 +107,37 @@ def test_missing_xformers_on_cuda_resolves_to_sdpa(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="videopoet.core.attention"):
         assert resolve_backend("xformers", torch.device("cuda")) == "sdpa"
     assert "not installed" in caplog.text
-    assert resolve_backend("auto", torch.device("cuda")) == "flex"
+    assert resolve_backend("auto", torch.device("cuda")) == "sdpa"
     assert resolve_backend("auto", torch.device("cpu")) == "sdpa"
+
+
+def test_xformers_without_working_kernels_resolves_to_sdpa(monkeypatch, caplog):
+    """An xformers wheel built for another torch imports, then fails on its first call."""
+    attention._warn_once.cache_clear()
+    probe = attention._xformers_failure
+    probe.cache_clear()
+
+    class _NoKernels(_FakeXformers):
+        def memory_efficient_attention(self, q, k, v, attn_bias=None):
+            raise NotImplementedError("No operator found for `memory_efficient_attention_forward`")
+
+    monkeypatch.setattr(attention, "_xformers_ops", lambda: _NoKernels())
+    try:
+        # the probe itself, on the CPU (the fakes' kernels are CPU ones)
+        failure = probe("cpu")
+        assert failure is not None and "No operator found" in failure
+        with torch.inference_mode():  # a decoding caller: the probe's backward still runs
+            monkeypatch.setattr(attention, "_xformers_ops", lambda: _FakeXformers())
+            assert probe.__wrapped__("cpu") is None
+        # what a CUDA caller gets when the probe fails there
+        monkeypatch.setattr(attention, "_xformers_ops", lambda: _NoKernels())
+        monkeypatch.setattr(attention, "_xformers_failure", lambda device: failure)
+        with caplog.at_level(logging.WARNING, logger="videopoet.core.attention"):
+            assert resolve_backend("xformers", torch.device("cuda")) == "sdpa"
+        assert "kernels do not run" in caplog.text and "No operator found" in caplog.text
+        assert resolve_backend("auto", torch.device("cuda")) == "sdpa"
+    finally:
+        probe.cache_clear()
 
 
 def test_unknown_backend_is_a_config_error():

@@ -21,10 +21,13 @@ Backends, all exact (they differ in speed and where they run):
     prefix-LM bias class, so an exact pass is two calls: the prefix queries over the prefix keys
     with no mask, then the target queries over all keys with
     ``LowerTriangularFromBottomRightMask`` (target query ``t`` sees keys ``<= prefix + t``).
-    With a key mask the pass is one call with an additive bias tensor. Missing xformers or a
-    CPU tensor falls back to ``sdpa`` with a log line, never an error.
+    With a key mask the pass is one call with an additive bias tensor. Missing xformers, an
+    xformers whose kernels do not run (a wheel built for another torch imports but has no
+    kernels: a tiny call decides, once per device) or a CPU tensor falls back to ``sdpa`` with
+    a log line, never an error.
 ``auto``
-    ``xformers`` on CUDA when importable, else ``flex`` on CUDA, else ``sdpa``.
+    ``xformers`` on CUDA when its kernels run, else ``sdpa`` (measured faster than ``flex`` in
+    the model's training step on an H200: ``benchmarks/cuda_train.py``).
 
 Tensors are ``(batch, heads, length, head_dim)`` throughout.
 """
@@ -60,6 +63,25 @@ def _xformers_ops():
 
 
 @functools.cache
+def _xformers_failure(device: str) -> str | None:
+    """Why xformers' kernels do not run on ``device`` (None: they do), tried once per device.
+
+    An importable xformers can still lack its kernels (a wheel built for another torch or
+    CUDA imports, warns, and raises on the first call), so a tiny forward and backward decide.
+    """
+    xops = _xformers_ops()
+    try:
+        # callers may be decoding under no_grad or inference_mode
+        with torch.inference_mode(False), torch.enable_grad():
+            q = torch.randn(1, 8, 1, 64, device=device, dtype=torch.float16, requires_grad=True)
+            causal = xops.fmha.attn_bias.LowerTriangularFromBottomRightMask()
+            xops.memory_efficient_attention(q, q, q, attn_bias=causal).sum().backward()
+    except Exception as exc:  # NotImplementedError from its dispatcher, or a CUDA error
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+@functools.cache
 def _warn_once(message: str) -> None:
     log.warning(message)
 
@@ -70,15 +92,24 @@ def resolve_backend(name: str, device: torch.device, needs_grad: bool = False) -
         raise ConfigError("attention", name, f"one of {', '.join(BACKENDS)}")
     cuda = device.type == "cuda"
     if name == "auto":
-        if cuda and _xformers_ops() is not None:
+        if cuda and _xformers_ops() is not None and _xformers_failure(str(device)) is None:
             return "xformers"
-        return "flex" if cuda else "sdpa"
+        # not flex: on an H200 the model's training step ran 2-6x slower with it than with
+        # SDPA's fused masked kernel (benchmarks/cuda_train.py, docs/model.md)
+        return "sdpa"
     if name == "xformers":
         if not cuda:
             _warn_once("attention backend 'xformers' has no CPU kernels: using 'sdpa'")
             return "sdpa"
         if _xformers_ops() is None:
             _warn_once("attention backend 'xformers' is not installed: using 'sdpa'")
+            return "sdpa"
+        failure = _xformers_failure(str(device))
+        if failure is not None:
+            _warn_once(
+                f"attention backend 'xformers' is installed but its kernels do not run here "
+                f"({failure}; a build for another torch or CUDA?): using 'sdpa'"
+            )
             return "sdpa"
     if name == "flex" and not cuda and needs_grad:
         _warn_once(
@@ -142,10 +173,10 @@ _FLEX_BLOCK = 128  # FlexAttention's default block size
 
 
 @functools.cache
-def _compiled_flex():
+def _compiled_flex(dynamic: bool | None):
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention, dynamic=dynamic)
 
 
 def _flex(q, k, v, prefix_length, key_mask, compile_flex):
@@ -175,7 +206,11 @@ def _flex(q, k, v, prefix_length, key_mask, compile_flex):
         )
         compile_flex = False
     if compile_flex:
-        return _compiled_flex()(q, k, v, block_mask=block_mask)
+        # CUDA: sizes become symbolic after the first new one, so the many layout lengths of
+        # a task mixture share a kernel instead of exhausting dynamo's recompile limit (8),
+        # after which flex_attention runs unfused; the CPU kernel stays static (see above)
+        dynamic = None if q.device.type == "cuda" else False
+        return _compiled_flex(dynamic)(q, k, v, block_mask=block_mask)
     with warnings.catch_warnings():
         # eager flex_attention warns that it is meant for debugging; it is exact, only slow
         warnings.simplefilter("ignore", UserWarning)

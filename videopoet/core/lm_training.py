@@ -689,6 +689,7 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
         check_resume_config,
         ensure_out_dir,
         prepare_run,
+        to_device,
         train,
     )
     from videopoet.data.shards import StaleShardsError, TokenShards, engine_identity
@@ -725,6 +726,7 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
                 for k in range(config.eval_batches):
                     rng = random.Random(f"eval/{task}/{k}")
                     batch = held_out.task_batch(task, rng, dropout=False)
+                    batch = to_device(batch, next(net.parameters()).device)
                     losses.append(float(lm_task_loss(net, batch)["loss"]))
                 out[f"loss/{task}"] = sum(losses) / len(losses)
         if out:
