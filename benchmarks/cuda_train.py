@@ -6,7 +6,7 @@ Two measurements, each variant against the others on the same GPU in the same ru
     one prefix-LM attention call, forward + backward, bfloat16, (1, heads 16, L, 64) with the
     prefix half the sequence, L from 1,024 to the paper's longest layout (10,381, stylize at
     41x224x128): milliseconds and peak memory per backend (``sdpa`` with its boolean mask,
-    compiled ``flex``, ``xformers`` when installed).
+    compiled ``flex``, ``xformers`` when its kernels run here).
 ``train step``
     one optimizer step of the real model (``model.loss``, backward, AdamW) over the
     ``train_step.py`` batch (one micro-batch per task, paper formats, real 266,496-id
@@ -31,6 +31,7 @@ from videopoet.core import attention
 from videopoet.core.attention import attend
 from videopoet.core.model import ModelConfig, PrefixLM
 from videopoet.core.plugins import get_registry
+from videopoet.core.training import to_device
 from videopoet.core.vocabulary import Vocabulary
 
 BACKENDS = ["sdpa", "flex"]
@@ -101,7 +102,7 @@ def train_once(
     model = PrefixLM(config).cuda().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     flops = sum(model_flops(config, batch).values())
-    cuda_batch = [{k: v.cuda() if torch.is_tensor(v) else v for k, v in e.items()} for e in batch]
+    cuda_batch = to_device(batch, torch.device("cuda"))
 
     def step():
         optimizer.zero_grad(set_to_none=True)

@@ -10,15 +10,18 @@ autocast training learns.
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 import torch
 
 from videopoet.core import attention
 from videopoet.core.attention import attend, resolve_backend
+from videopoet.core.declarations import Format
 from videopoet.core.generation import generate
 from videopoet.core.model import ModelConfig, PrefixLM
 from videopoet.core.training import TrainConfig, train
+from videopoet.sequences.layout import build_layout
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -125,9 +128,6 @@ def test_model_loss_and_gradients_on_cuda_match_the_cpu(backend):
 
 @pytest.mark.parametrize("task", ["t2v", "v2a", "fp"])
 def test_kv_cache_decodes_what_recomputation_decodes_on_cuda(registry, tiny_vocab, task):
-    from videopoet.core.declarations import Format
-    from videopoet.sequences.layout import build_layout
-
     spec = registry.task(task)
     extra = {"text_tokens": 6} if spec.prefix.text else {}
     if spec.prefix.audio or spec.target.audio:
@@ -202,8 +202,6 @@ def test_audio_tokenizer_on_cuda_matches_the_cpu():
 def test_lm_training_and_generation_end_to_end_on_cuda(tiny_bundle, tmp_path):
     """videopoet tokenize, then videopoet train on the GPU in bfloat16 (held-out evaluation
     included), then the trained bundle generates on the GPU."""
-    import json
-
     from videopoet.core.engine import Engine
     from videopoet.core.lm_training import TokenizeConfig, WorldData, tokenize, train_lm
 

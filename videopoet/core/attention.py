@@ -81,6 +81,21 @@ def _xformers_failure(device: str) -> str | None:
     return None
 
 
+def _xformers_problem(device: torch.device) -> str | None:
+    """Why xformers cannot run on ``device`` (None: it can), in words for a log line."""
+    if device.type != "cuda":
+        return "has no CPU kernels"
+    if _xformers_ops() is None:
+        return "is not installed"
+    failure = _xformers_failure(str(device))
+    if failure is not None:
+        return (
+            f"is installed but its kernels do not run here ({failure}; a build for another "
+            "torch or CUDA?)"
+        )
+    return None
+
+
 @functools.cache
 def _warn_once(message: str) -> None:
     log.warning(message)
@@ -92,24 +107,15 @@ def resolve_backend(name: str, device: torch.device, needs_grad: bool = False) -
         raise ConfigError("attention", name, f"one of {', '.join(BACKENDS)}")
     cuda = device.type == "cuda"
     if name == "auto":
-        if cuda and _xformers_ops() is not None and _xformers_failure(str(device)) is None:
+        if _xformers_problem(device) is None:
             return "xformers"
-        # not flex: on an H200 the model's training step ran 2-6x slower with it than with
+        # not flex: on an H200 the model's training step ran 2-8x slower with it than with
         # SDPA's fused masked kernel (benchmarks/cuda_train.py, docs/model.md)
         return "sdpa"
     if name == "xformers":
-        if not cuda:
-            _warn_once("attention backend 'xformers' has no CPU kernels: using 'sdpa'")
-            return "sdpa"
-        if _xformers_ops() is None:
-            _warn_once("attention backend 'xformers' is not installed: using 'sdpa'")
-            return "sdpa"
-        failure = _xformers_failure(str(device))
-        if failure is not None:
-            _warn_once(
-                f"attention backend 'xformers' is installed but its kernels do not run here "
-                f"({failure}; a build for another torch or CUDA?): using 'sdpa'"
-            )
+        problem = _xformers_problem(device)
+        if problem is not None:
+            _warn_once(f"attention backend 'xformers' {problem}: using 'sdpa'")
             return "sdpa"
     if name == "flex" and not cuda and needs_grad:
         _warn_once(

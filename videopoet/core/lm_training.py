@@ -726,7 +726,7 @@ def train_lm(raw: dict[str, Any]) -> dict[str, Any]:
                 for k in range(config.eval_batches):
                     rng = random.Random(f"eval/{task}/{k}")
                     batch = held_out.task_batch(task, rng, dropout=False)
-                    batch = to_device(batch, next(net.parameters()).device)
+                    batch = to_device(batch, net.device)  # the trainer moves only its own batches
                     losses.append(float(lm_task_loss(net, batch)["loss"]))
                 out[f"loss/{task}"] = sum(losses) / len(losses)
         if out:
