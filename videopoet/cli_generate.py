@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from videopoet.core.commit_fill import COMMIT_FILLS, DEFAULT_FILL
 from videopoet.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         formats=args.formats,
         seed=args.seed,
         generation=generation,
+        commit_fill=args.commit_fill,
     )
     path = engine.save_pretrained(args.dir, description=f"untrained {args.preset} bundle")
     print(
@@ -217,6 +219,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-encoder", default="hash", help="registered text encoder name")
     p.add_argument("--formats", nargs="+", default=None, help="e.g. 17x64x64 1x64x64")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--commit-fill",
+        choices=COMMIT_FILLS,
+        default=DEFAULT_FILL,
+        help="what hidden pixels of inpainting/outpainting conditions become before encoding "
+        "(docs/tasks.md#inpaint-video-inpainting)",
+    )
     add_generation_argument(p)
     p.set_defaults(func=cmd_init)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from videopoet.core.commit_fill import LEGACY_FILL, CommitFill
 from videopoet.core.declarations import Format, parse_format
 from videopoet.core.errors import ConfigError
 from videopoet.core.generation_config import GenerationDefaults
@@ -64,6 +65,9 @@ class BundleConfig(BaseModel):
     description: str = ""
     #: recommended sampling settings (absent: guidance off, temperature 1, no top-k/top-p)
     generation: GenerationDefaults | None = None
+    #: what hidden pixels of a masked condition become (videopoet.core.commit_fill); absent
+    #: in bundles made before it existed, which were trained with grey
+    commit_fill: CommitFill = LEGACY_FILL
 
     @field_validator("formats")
     @classmethod

@@ -33,6 +33,7 @@ from videopoet.core.bundle import (
     read_bundle_config,
     write_bundle_config,
 )
+from videopoet.core.commit_fill import COMMIT_FILLS, DEFAULT_FILL, LEGACY_FILL, fill_hidden
 from videopoet.core.declarations import FPS, Format, TaskSpec, parse_format
 from videopoet.core.errors import ConfigError, LayoutError, VideoPoetError
 from videopoet.core.generation_config import (
@@ -130,9 +131,12 @@ class Engine:
         formats: list[Format] | None = None,
         registry: Any = None,
         generation: GenerationDefaults | dict[str, Any] | None = None,
+        commit_fill: str = LEGACY_FILL,
     ) -> None:
         """``visual`` / ``audio``: (network, registered declaration) pairs, or None;
-        ``generation``: the bundle's sampling defaults (None: the section is absent)."""
+        ``generation``: the bundle's sampling defaults (None: the section is absent);
+        ``commit_fill``: what hidden pixels of a masked condition become before encoding
+        (:mod:`videopoet.core.commit_fill`; the LM is trained for one)."""
         from videopoet.core.plugins import get_registry
 
         self.lm, self.vocab = lm, lm.vocab
@@ -145,6 +149,9 @@ class Engine:
         #: Loaded refiners by registered name (super-resolution stages, ...); see ``refine``.
         self.refiners: dict[str, Any] = {}
         self.generation = generation
+        if commit_fill not in COMMIT_FILLS:
+            raise ConfigError("commit_fill", commit_fill, f"one of {', '.join(COMMIT_FILLS)}")
+        self.commit_fill = commit_fill
 
     # ------------------------------------------------------------------ sampling defaults
 
@@ -268,6 +275,7 @@ class Engine:
             formats=config.format_list,
             registry=registry,
             generation=config.generation,
+            commit_fill=config.commit_fill,
         )
         for name in config.refiners:
             engine.refiners[name] = load_refiner(
@@ -287,6 +295,7 @@ class Engine:
             refiners=sorted(self.refiners),
             description=description,
             generation=self.generation,
+            commit_fill=self.commit_fill,
         )
 
         def fill(tmp: Path) -> None:
@@ -314,10 +323,12 @@ class Engine:
         seed: int = 0,
         registry: Any = None,
         generation: GenerationDefaults | dict[str, Any] | None = None,
+        commit_fill: str = DEFAULT_FILL,
         **model_overrides: Any,
     ) -> Engine:
         """An untrained LM around trained (or given) tokenizers: what ``videopoet init`` writes
-        (``generation``: the bundle's sampling defaults, if any)."""
+        (``generation``: the bundle's sampling defaults, if any; ``commit_fill``: see
+        :mod:`videopoet.core.commit_fill`)."""
         from videopoet.core.model import ModelConfig, PrefixLM
         from videopoet.core.plugins import get_registry
         from videopoet.core.vocabulary import Vocabulary
@@ -345,6 +356,7 @@ class Engine:
             formats=fmts,
             registry=registry,
             generation=generation,
+            commit_fill=commit_fill,
         )
         engine.check_fits()
         return engine
@@ -462,7 +474,8 @@ class Engine:
     @torch.no_grad()
     def encode_video(self, clip: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(3, T, H, W) → (1, N) ids; a mask (T, H, W) is applied first (COMMIT encoding:
-        hidden pixels become mid grey, so nothing hidden leaks into the condition).
+        hidden pixels are replaced by the bundle's ``commit_fill``, made from the visible
+        pixels only, so nothing hidden leaks into the condition).
 
         Inside :meth:`reuse_encodings` an identical clip is encoded once (the tasks built from
         one sample share their target clip)."""
@@ -478,7 +491,7 @@ class Engine:
     def _masked(self, clip: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         video = clip[None].to(_device(self.visual))
         if mask is not None:
-            video = video.masked_fill(mask.to(video.device)[None, None], 0.0)
+            video = fill_hidden(video, mask.to(video.device), self.commit_fill)
         return video
 
     @torch.no_grad()

@@ -409,6 +409,7 @@ def untrained_engine(engine: Any, init_seed: int = 0) -> Any:
         formats=engine.formats,
         registry=engine.registry,
         generation=engine.generation,  # it samples as the trained bundle does
+        commit_fill=engine.commit_fill,
     )
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from videopoet.core.commit_fill import LEGACY_FILL
 from videopoet.core.errors import ConfigError, VideoPoetError
 from videopoet.core.serialization import load_json, save_json, write_atomic_dir
 
@@ -93,12 +94,16 @@ def engine_identity(engine: Any) -> dict[str, Any]:
         return {"name": spec.name, "weights": digest.hexdigest()[:16]}
 
     table = json.dumps(engine.vocab.to_dict(), sort_keys=True).encode()
-    return {
+    identity = {
         "visual_tokenizer": tokenizer(engine.visual, engine.visual_spec),
         "audio_tokenizer": tokenizer(engine.audio, engine.audio_spec),
         "text_encoder": engine.text_record.identity if engine.text_record else None,
         "vocabulary": hashlib.sha256(table).hexdigest()[:16],
     }
+    fill = getattr(engine, "commit_fill", LEGACY_FILL)
+    if fill != LEGACY_FILL:  # shards written before the fill was recorded were grey ones
+        identity["commit_fill"] = fill
+    return identity
 
 
 def _layout_key(layout: Any) -> tuple[str, list[list[Any]]]:

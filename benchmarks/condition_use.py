@@ -1,0 +1,113 @@
+"""Does the LM use its condition? Teacher-forced loss with each example's own prefix against
+the prefix of another clip.
+
+For each conditioned task, held-out world examples are encoded as the trainer sees them
+(optional inputs left out, so every example of a task has one layout). The target's
+cross-entropy is measured twice: with the example's own condition spans (``visual_in``,
+``audio_in``, ...) and with those of the next example. A model that reads its condition loses
+more with the wrong one; a model that ignores it does not. The first latent frame of a video
+target is shown apart: later frames can also be copied from the frames before them, the first
+only from the condition. The last line is one JSON object.
+
+    python benchmarks/condition_use.py checkpoints/videopoet_tiny_world [--examples 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from videopoet.core.engine import Engine
+from videopoet.data.world import EVAL_OFFSET, sample
+
+TASKS = ("i2v", "fp", "inpaint", "outpaint", "stylize", "a2v", "v2a")
+
+
+def condition_spans(layout: Any) -> list[Any]:
+    """The prefix spans that carry a condition's content (not text, not single markers)."""
+    return [s for s in layout.spans if not s.target and s.length > 1 and s.name != "text"]
+
+
+def encoded(engine: Engine, task: str, count: int) -> list[Any]:
+    behaviour = engine.task(task)
+    fmt = next(f for f in engine.formats if not f.is_image)
+    kind = type(behaviour)
+    before = kind.optional_drop
+    kind.optional_drop = 1.0  # one layout per task: optional inputs left out
+    try:
+        out = []
+        for i in range(count):
+            item = sample(EVAL_OFFSET + i, fmt.frames, fmt.height, fmt.width)
+            out.append(engine.encode_example(engine.build_example(task, item, fmt, seed=i)))
+        return out
+    finally:
+        kind.optional_drop = before
+
+
+def target_losses(engine: Engine, example: Any, tokens: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy of the whole target and of its first latent frame (or the whole
+    target when it is not a video)."""
+    layout = example.layout
+    prefix = layout.prefix_length
+    text = None if example.text is None else example.text[None]
+    mask = None if example.text_mask is None else example.text_mask[None]
+    start = layout.span("text").start if layout.has("text") else None
+    with torch.no_grad():
+        logits = engine.lm(
+            tokens[None], prefix, text, mask, text_start=start, grid=layout.grid_tensor()[None]
+        )[0]
+    ce = torch.nn.functional.cross_entropy(
+        logits[prefix - 1 : -1].float(), tokens[prefix:], reduction="none"
+    )
+    if layout.has("visual_out"):
+        span = layout.span("visual_out")
+        first = span.shape[1] * span.shape[2] if len(span.shape) == 3 else span.length
+        lo = span.start - prefix
+        return float(ce.mean()), float(ce[lo : lo + first].mean())
+    return float(ce.mean()), float(ce.mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle")
+    parser.add_argument("--examples", type=int, default=16)
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    engine = Engine.from_pretrained(args.bundle)
+    figures: dict[str, Any] = {"bundle": args.bundle, "examples": args.examples}
+    print(f"{args.bundle}: target cross-entropy (nats/token), own condition vs another clip's")
+    print(f"{'task':9} {'own':>7} {'other':>7} {'first frame own':>16} {'other':>7}")
+    for task in args.tasks.split(","):
+        if task not in engine.tasks():
+            continue
+        examples = encoded(engine, task, args.examples)
+        rows = []
+        for k, example in enumerate(examples):
+            other = examples[(k + 1) % len(examples)]
+            swapped = example.tokens.clone()
+            for span in condition_spans(example.layout):
+                swapped[span.start : span.start + span.length] = other.tokens[
+                    span.start : span.start + span.length
+                ]
+            rows.append(
+                target_losses(engine, example, example.tokens)
+                + target_losses(engine, example, swapped)
+            )
+        own, own_first, other, other_first = (sum(c) / len(rows) for c in zip(*rows, strict=True))
+        print(f"{task:9} {own:7.3f} {other:7.3f} {own_first:16.3f} {other_first:7.3f}")
+        figures[task] = {
+            "own": round(own, 4),
+            "other": round(other, 4),
+            "first_own": round(own_first, 4),
+            "first_other": round(other_first, 4),
+        }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
