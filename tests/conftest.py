@@ -1,6 +1,10 @@
-"""Shared fixtures: the installed registry, the default vocabulary, and a tiny vocabulary."""
+"""Shared fixtures: the installed registry, the default vocabulary, and a tiny vocabulary;
+``load_benchmark`` imports a script of benchmarks/ as a module."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +12,20 @@ import torch
 from videopoet.core.declarations import AudioTokenizerSpec, VisualTokenizerSpec
 from videopoet.core.plugins import get_registry
 from videopoet.core.vocabulary import Vocabulary
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("name")``: benchmarks/name.py as a module (its functions, not main)."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

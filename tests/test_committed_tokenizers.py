@@ -8,7 +8,6 @@ clips) are in the checkpoint's model card.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,16 @@ VISUAL = ROOT / "checkpoints" / "magvit2_tiny_world"
 AUDIO = ROOT / "checkpoints" / "encodec16k_tiny_world"
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "tokenizer_quality", ROOT / "benchmarks" / "tokenizer_quality.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def held_out():
     return [sample(EVAL_OFFSET + i, 17, 64, 64) for i in range(8)]
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_committed_visual_tokenizer_reconstructs_held_out_clips(held_out):
+def test_committed_visual_tokenizer_reconstructs_held_out_clips(held_out, load_benchmark):
     tok = MagvitTokenizer.from_pretrained(VISUAL)
     assert tok.config.name == TINY_SPEC.name and tok.codebook_bits == TINY_SPEC.codebook_bits
-    figures = _benchmark().visual_figures(tok, held_out, (17, 64, 64))
+    figures = load_benchmark("tokenizer_quality").visual_figures(tok, held_out, (17, 64, 64))
     # the model card's figures on 64 clips: 23.1 dB against 18.3, colour agreement 0.97,
     # position error 1.7 px (the untrained network: 21 px); on these 8 one clip is 0.125 of
     # the colour figure (this tokenizer misreads 2 of them: an orange ball, a yellow disc)
@@ -52,9 +42,9 @@ def test_committed_visual_tokenizer_reconstructs_held_out_clips(held_out):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_committed_audio_tokenizer_keeps_the_pitch(held_out):
+def test_committed_audio_tokenizer_keeps_the_pitch(held_out, load_benchmark):
     tok = EncodecTokenizer.from_pretrained(AUDIO)
-    figures = _benchmark().audio_figures(tok, held_out)
+    figures = load_benchmark("tokenizer_quality").audio_figures(tok, held_out)
     # the model card's figures on 64 clips: pitch correlation 0.955, every code of both levels
     assert figures["audio_pitch_corr"] >= 0.85, figures
     assert figures["audio_codebook_usage"] >= 0.5, figures
