@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -280,3 +281,15 @@ def test_shards_carry_each_layouts_grid_and_a_grid_lm_trains_on_them(shards, tmp
     (old / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(StaleShardsError, match="tokenize again"):
         train_lm(_config(bundle, old, tmp_path / "again"))
+
+
+def test_a_mapping_override_replaces_its_section_and_a_dotted_one_changes_one_field():
+    from videopoet.core.tokenizer_training import load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "lm" / "tiny.yaml"
+    config = load_config(path, ["mixture={a2v: 1, v2a: 2}", "train.steps=5"])
+    assert config["mixture"] == {"a2v": 1, "v2a": 2}  # merged, every config task would stay
+    assert config["train"]["steps"] == 5 and config["train"]["lr"] == 0.003
+    assert load_config(path, ["mixture=null"])["mixture"] is None
+    nested = load_config(path, ["stages={first_fraction: 0.5}"])["stages"]
+    assert nested == {"first_fraction": 0.5}

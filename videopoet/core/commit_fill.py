@@ -44,8 +44,8 @@ _TELEA_RADIUS = 3
 
 
 def fill_hidden(video: torch.Tensor, mask: torch.Tensor, how: str = DEFAULT_FILL) -> torch.Tensor:
-    """``video`` (B, 3, T, H, W) in [-1, 1] with the pixels where ``mask`` ((T, H, W) or
-    (B, T, H, W), True = hidden) is set are replaced by the ``how`` fill; visible pixels are
+    """``video`` (B, 3, T, H, W) in [-1, 1] with the pixels that ``mask`` ((T, H, W) or
+    (B, T, H, W), True = hidden) hides replaced by the ``how`` fill; visible pixels are
     returned unchanged."""
     if how not in COMMIT_FILLS:
         raise ConfigError("commit_fill", how, f"one of {', '.join(COMMIT_FILLS)}")

@@ -116,8 +116,27 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """``key=value`` overrides on an OmegaConf config, in order. A dotted key changes one field
+    (``train.steps=5``); a whole mapping given as the value *replaces* that section
+    (``mixture={a2v: 1, v2a: 1}`` trains on those two tasks only), as one would read it: merged,
+    the config's other tasks would stay in the mixture."""
+    from omegaconf import DictConfig, OmegaConf
+
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        single = OmegaConf.from_dotlist([override])
+        value = OmegaConf.select(single, key)
+        if isinstance(value, DictConfig):
+            OmegaConf.update(config, key, value, merge=False)
+        else:
+            config = OmegaConf.merge(config, single)
+    return config
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """YAML + dotlist overrides → plain dict (omegaconf interpolations resolved).
+    """YAML + dotlist overrides → plain dict (omegaconf interpolations resolved); a mapping
+    given whole replaces its section (:func:`apply_overrides`).
 
     A file that is missing, unreadable, not UTF-8 or not valid YAML is a :class:`ConfigError`
     naming the file (and the line, for a YAML syntax error); a bad override names the override.
@@ -149,7 +168,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         if bad:
             raise ConfigError("override", bad[0], "key=value (e.g. train.steps=100)")
         try:
-            config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+            config = apply_overrides(config, overrides)
         except (yaml.YAMLError, OmegaConfBaseException) as exc:
             shown = " ".join(overrides)
             raise ConfigError(
