@@ -12,7 +12,11 @@ the analyser (no pretrained network) reads the original and the reconstruction:
   pixel its frame's mean colour), colour agreement (the analyser names the same colour on the
   original and the reconstruction, per clip), position error (pixels between the analyser's
   centres on original and reconstruction, mean over frames), codebook usage (share of the
-  ``2^K`` codes used on the held-out set);
+  ``2^K`` codes used on the held-out set); for clips also the motion agreement (the
+  analyser's motion class of the reconstruction = the original's: the ceiling of an LM's
+  text-to-video direction accuracy), the main object's last-frame size in the reconstruction
+  over the original's (median; below 1 when a moving object fades in later latent frames),
+  and the PSNR of the first and the last frame;
 - audio: codebook usage per RVQ level (the minimum is reported), pitch correlation (Pearson
   of the analyser's log-pitch of original vs reconstruction, pooled over the voiced frames of
   every clip: a still object has a constant pitch, so per-clip correlations are undefined),
@@ -66,16 +70,33 @@ def visual_figures(tokenizer, samples, fmt, batch: int = 8) -> dict[str, float]:
         recon.append(tokenizer.decode(codes, shape))
     recon_all, ids_all = torch.cat(recon), torch.cat(ids)
     mean = videos.mean(dim=(3, 4), keepdim=True).expand_as(videos)
-    agree, errors = [], []
+    agree, motion, last_size, errors = [], [], [], []
     for original, rebuilt in zip(videos, recon_all, strict=True):
         a, b = analyse_video(original), analyse_video(rebuilt)
         agree.append(a.color is not None and a.color == b.color)
+        motion.append(a.motion is not None and a.motion == b.motion)
+        if a.present[-1] and b.present[-1]:
+            last_size.append(b.sizes[-1] / a.sizes[-1])
         both = a.present & b.present
         err = np.linalg.norm(a.centers[both] - b.centers[both], axis=1) if both.any() else []
         # a frame where the reconstruction lost the object counts as a miss of half the frame
         missed = int((a.present & ~b.present).sum())
         errors.extend(list(err) + [0.5 * min(fmt[1:])] * missed)
     used = torch.unique(ids_all).numel() / tokenizer.codebook_size
+    mse = ((videos - recon_all) / 2).pow(2).mean(dim=(1, 3, 4))  # (clips, frames)
+    per_frame = 10 * torch.log10(1 / mse.clamp_min(1e-10))
+    motion_figures = {}
+    if videos.shape[2] > 1:  # a clip, not images: does the decoder keep the motion?
+        motion_figures = {
+            # the analyser's motion class of the reconstruction = the original's: what caps
+            # an LM's text-to-video direction accuracy (every generated clip is decoded)
+            "visual_motion_agreement": float(np.mean(motion)),
+            # median size of the main object in the last frame, reconstruction / original:
+            # below 1 when a moving object fades or lags in the later latent frames
+            "visual_last_frame_size_ratio": float(np.median(last_size)) if last_size else math.nan,
+            "visual_psnr_first_frame": float(per_frame[:, 0].mean()),
+            "visual_psnr_last_frame": float(per_frame[:, -1].mean()),
+        }
     return {
         "visual_psnr": float(_psnr(videos, recon_all).mean()),
         "visual_baseline_psnr": float(_psnr(videos, mean).mean()),
@@ -83,6 +104,7 @@ def visual_figures(tokenizer, samples, fmt, batch: int = 8) -> dict[str, float]:
         "visual_position_error_px": float(np.mean(errors)) if errors else math.nan,
         "visual_codebook_usage": used,
         "visual_codes_used": int(torch.unique(ids_all).numel()),
+        **motion_figures,
     }
 
 

@@ -113,6 +113,41 @@ def test_pitch_tasks_use_vertically_moving_clips():
         assert item.motion in ev.VERTICAL
 
 
+class _Codec:
+    """Stands in for an engine's visual tokenizer: ``decode(encode(clip))`` is ``render``'s."""
+
+    visual = True
+
+    def __init__(self, render):
+        self.render = render
+        self.visual_spec = type("Spec", (), {"latent_shape": lambda self, *shape: shape})()
+
+    def encode_video(self, video):
+        return video
+
+    def decode_video(self, tokens, shape):
+        return self.render(tokens)[None]
+
+
+def test_tokenizer_ceiling_reads_a_decoder_that_drops_motion():
+    items = [item for _, item in ev.held_out(ev.Probe(), 6, FMT, None, {})]
+    exact = ev.tokenizer_figures(_Codec(lambda video: video), items, FMT)
+    assert exact == {
+        "visual_tokenizer_psnr": ev.PSNR_CAP,
+        "visual_tokenizer_color_acc": 1.0,
+        "visual_tokenizer_shape_acc": 1.0,
+        "visual_tokenizer_direction_acc": 1.0,
+    }
+    frozen = ev.tokenizer_figures(  # every frame is frame 0: colour and shape kept, motion lost
+        _Codec(lambda video: video[:, :1].expand_as(video)), items, FMT
+    )
+    moving = sum(item.motion != "still" for item in items)
+    assert moving >= 3
+    assert frozen["visual_tokenizer_color_acc"] == 1.0
+    assert frozen["visual_tokenizer_direction_acc"] == pytest.approx(1 - moving / len(items))
+    assert frozen["visual_tokenizer_psnr"] < ev.PSNR_CAP
+
+
 def test_psnr_is_capped_and_masked():
     clip = world.sample(world.EVAL_OFFSET, 3, 16, 16).video
     assert ev.psnr(clip, clip) == ev.PSNR_CAP

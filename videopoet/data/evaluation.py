@@ -54,7 +54,21 @@ FIGURES: dict[str, tuple[str, str]] = {
     "v2a_measured": ("v2a", "clips with a defined correlation"),
     "i2v_first_frame_psnr": ("i2v", "frame 0 vs the given image (dB)"),
     "visual_tokenizer_psnr": ("tokenizer", "encode/decode of the same clips (dB)"),
+    "visual_tokenizer_color_acc": (
+        "tokenizer",
+        "t2v's colour accuracy on those decodes: its ceiling",
+    ),
+    "visual_tokenizer_shape_acc": (
+        "tokenizer",
+        "t2v's shape accuracy on those decodes: its ceiling",
+    ),
+    "visual_tokenizer_direction_acc": (
+        "tokenizer",
+        "t2v's motion accuracy on those decodes: its ceiling",
+    ),
 }
+#: the tokenizer's figures: the same in both blocks (the untrained twin shares the tokenizer)
+TOKENIZER_FIGURES = tuple(k for k, (task, _) in FIGURES.items() if task == "tokenizer")
 
 #: figures of the bundle's super-resolution refiner, present only when it holds one: held-out
 #: clips drawn at the refiner's output size, bicubic-downsampled to the bundle's format
@@ -447,16 +461,27 @@ def held_out(
     return picked
 
 
-def tokenizer_psnr(engine: Any, items: list[world.WorldSample], fmt: Any) -> float | None:
-    """Mean PSNR of the visual tokenizer's encode/decode of the clips."""
-    if engine.visual is None:
-        return None
+def tokenizer_figures(
+    engine: Any, items: list[world.WorldSample], fmt: Any
+) -> dict[str, float | None]:
+    """:data:`TOKENIZER_FIGURES` of the visual tokenizer's encode/decode of the clips: the mean
+    PSNR, and the t2v accuracies (colour, shape, motion) the analyser reads on the decodes.
+    Every generated clip passes through the decoder, so these are what a perfect LM would
+    score: a motion the decoder does not render (say, an object that fades as it moves) caps
+    ``t2v_direction_acc`` however well the LM follows its caption."""
+    out: dict[str, float | None] = dict.fromkeys(TOKENIZER_FIGURES)
+    if engine.visual is None or not items:
+        return out
     shape = engine.visual_spec.latent_shape(fmt.frames, fmt.height, fmt.width)
-    values = []
+    values, matches = [], []
     for item in items:
-        decoded = engine.decode_video(engine.encode_video(item.video), shape)[0]
-        values.append(psnr(decoded.clamp(-1, 1), item.video))
-    return _mean(values)
+        decoded = engine.decode_video(engine.encode_video(item.video), shape)[0].clamp(-1, 1)
+        values.append(psnr(decoded, item.video))
+        matches.append(caption_matches(decoded, item))
+    out["visual_tokenizer_psnr"] = _finite_or_none(_mean(values))
+    for name in ("color", "shape", "direction"):
+        out[f"visual_tokenizer_{name}_acc"] = _mean(m[name] for m in matches)
+    return out
 
 
 def superres_figures(
@@ -562,7 +587,7 @@ def evaluate(
                 probe, began = PROBES[task], time.perf_counter()
                 bar.set_postfix_str(f"{name} {task}")
                 try:
-                    rows[name][task] = _run_probe(
+                    rows[name][task] = run_probe(
                         model, probe, plans[task], fmt, given, sampling[task], bar
                     )
                 except VideoPoetError as exc:
@@ -573,7 +598,7 @@ def evaluate(
         began = time.perf_counter()
         bar.set_postfix_str("visual tokenizer")
         items = [item for _, item in held_out(Probe(), seeds, fmt, world_config, cache, first)]
-        visual_psnr = tokenizer_psnr(engine, items, fmt)
+        tokenizer = tokenizer_figures(engine, items, fmt)
         bar.update(seeds)
         timings["visual_tokenizer"] = time.perf_counter() - began
         refined: dict[str, float | None] = {}
@@ -588,7 +613,7 @@ def evaluate(
         for task, task_rows in rows[model].items():
             if task not in skipped:
                 out.update(PROBES[task].summarize(task_rows))
-        out["visual_tokenizer_psnr"] = _finite_or_none(visual_psnr)
+        out.update(tokenizer)
         return out
 
     return Evaluation(
@@ -605,17 +630,18 @@ def evaluate(
     )
 
 
-def _run_probe(
+def run_probe(
     engine: Any,
     probe: Probe,
     plan: list[tuple[int, world.WorldSample]],
     fmt: Any,
     given: dict[str, Any],
     used: dict[str, Any],
-    bar: Any,
+    bar: Any = None,
 ) -> list[dict]:
-    """``given``: the sampling options the caller gave (None: the bundle's); ``used`` is
-    updated with what ``generate`` sampled with."""
+    """Rows of ``probe`` measured on ``engine``'s generations for ``plan``. ``given``: the
+    sampling options the caller gave (None: the bundle's); ``used`` is updated with what
+    ``generate`` sampled with; ``bar`` (optional) advances by one per generation."""
     options = {k: v for k, v in given.items() if v is not None}
     out_rows = []
     for n, (i, item) in enumerate(plan):
@@ -633,5 +659,6 @@ def _run_probe(
         )
         row = probe.measure(output, item, inputs)
         out_rows.append({"index": world.EVAL_OFFSET + i, **row})
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
     return out_rows
