@@ -158,9 +158,7 @@ def write_best(bundle: str, results: dict[str, Any]) -> None:
     tasks = dict(generation.tasks)
     for task, result in results.items():
         if result["best_score"] > result["current_score"]:
-            best = {k: v for k, v in result["best"].items() if k != "top_k" or v}
-            if not result["best"].get("top_k"):
-                best["top_k"] = None
+            best = {**result["best"], "top_k": result["best"].get("top_k") or None}  # 0: off
             tasks[task] = TaskSampling(**best)
             print(f"{task}: bundle.json now samples with {shown(best)}")
     config.generation = generation.model_copy(update={"tasks": tasks})

@@ -11,6 +11,7 @@ import pytest
 
 from videopoet.core.bundle import read_bundle_config
 from videopoet.core.engine import Engine
+from videopoet.core.generation_config import GenerationDefaults
 from videopoet.data import evaluation
 
 
@@ -54,7 +55,7 @@ def test_a_setting_is_scored_by_generating_with_it(sweep, tiny_engine, one_threa
 def test_write_keeps_the_bundle_setting_unless_beaten(sweep, tiny_bundle, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
-    before = read_bundle_config(bundle).generation
+    before = read_bundle_config(bundle).generation or GenerationDefaults()
     results = {
         "t2v": {
             "current_score": 0.4,
@@ -79,8 +80,6 @@ def test_write_keeps_the_bundle_setting_unless_beaten(sweep, tiny_bundle, tmp_pa
     }
     assert after.for_task("v2a")["top_k"] is None  # top-k 0 (off) is stored as null
     bundle_level = ("cfg_scale", "temperature", "top_k", "top_p")
-    assert [getattr(after, k) for k in bundle_level] == [
-        getattr(before or after, k) for k in bundle_level
-    ]
+    assert [getattr(after, k) for k in bundle_level] == [getattr(before, k) for k in bundle_level]
     engine = Engine.from_pretrained(bundle)
     assert engine.sampling_for("t2v")["cfg_scale"] == 5.0
