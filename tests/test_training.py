@@ -203,6 +203,41 @@ def test_train_tokenizer_fresh_runs_are_identical_and_resume_checks_the_config(t
     assert "was 4, now 8" in str(info.value) and "allow_config_change" in str(info.value)
 
 
+def test_decoder_fine_tune_keeps_every_token_id_and_learns_a_second_size(tmp_path):
+    from safetensors.torch import load_file
+
+    from videopoet.core.tokenizer_training import train_tokenizer
+    from videopoet.data.world import make_batch
+    from videopoet.plugins.magvit.model import MagvitTokenizer
+
+    start = Path(train_tokenizer(_magvit_raw(tmp_path / "start"))["tokenizer_dir"])
+    raw = _magvit_raw(tmp_path / "ft", steps=4)
+    raw["train"]["eval_every"] = 4
+    raw.update(init_from=str(start), freeze=["encoder", "quantizer"])
+    raw["data"]["sizes"] = [[32, 32]]
+    result = train_tokenizer(raw)
+    before = load_file(start / "model.safetensors")
+    after = load_file(Path(result["tokenizer_dir"]) / "model.safetensors")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("decoder.") for k in moved)
+    old, new = (
+        MagvitTokenizer.from_pretrained(start),
+        MagvitTokenizer.from_pretrained(result["tokenizer_dir"]),
+    )
+    for size in (16, 32):  # the ids at both sizes are those of the starting tokenizer
+        clips = make_batch([0, 1], 1, size, size)
+        assert torch.equal(old.encode(clips), new.encode(clips))
+    evaluated = [r["eval"] for r in _records(tmp_path / "ft") if "eval" in r]
+    assert evaluated and {"psnr", "psnr_32x32"} <= set(evaluated[-1])
+    bad = _magvit_raw(tmp_path / "bad") | {"freeze": ["encoders"]}
+    with pytest.raises(ConfigError, match=r"freeze.*encoders.*encoder, quantizer, decoder"):
+        train_tokenizer(bad)
+    bad = _magvit_raw(tmp_path / "bad2")
+    bad["data"]["sizes"] = [[30, 32]]
+    with pytest.raises(ConfigError, match=r"data\.sizes\.0"):
+        train_tokenizer(bad)
+
+
 # ------------------------------------------------------------------------------ damaged runs
 
 

@@ -3,6 +3,8 @@
 The YAML names a registered tokenizer and holds four sections::
 
     tokenizer: magvit2_tiny        # a registered tokenizer name (visual or audio)
+    init_from: checkpoints/...     # optional: start from saved weights (fine-tuning)
+    freeze: [encoder, quantizer]   # optional: parts kept as they are (a decoder fine-tune)
     network: {...}                 # keyword arguments of the tokenizer's factory
     data: {...}                    # the dataset; validated by the tokenizer's adapter
     loss: {...}                    # loss weights; validated by the tokenizer's adapter
@@ -74,6 +76,10 @@ class TokenizerTrainingConfig(BaseModel):
     #: a saved tokenizer folder (config.json + model.safetensors) whose weights start a fresh
     #: run (fine-tuning); a resumed run continues from its own checkpoint instead
     init_from: str | None = None
+    #: submodules of the network whose weights stay as they are (``[encoder, quantizer]``:
+    #: a decoder fine-tune, which keeps every token id, so token shards and models trained on
+    #: them stay valid)
+    freeze: list[str] = Field(default_factory=list)
     network: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     loss: dict[str, Any] = Field(default_factory=dict)
@@ -208,6 +214,7 @@ def train_tokenizer(raw: dict[str, Any]) -> dict[str, Any]:
     network = spec.factory(**config.network)
     if config.init_from is not None:
         _load_initial_weights(network, config.init_from)
+    freeze_submodules(network, config.freeze)
     make_adapter = getattr(network, "training_adapter", None)
     if make_adapter is None:
         raise ConfigError(
@@ -242,6 +249,22 @@ def _load_initial_weights(network: torch.nn.Module, directory: str) -> None:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError("init_from", directory, f"weights of this network ({first})") from None
+
+
+def freeze_submodules(network: torch.nn.Module, names: list[str]) -> None:
+    """Stop the gradient of each named submodule's parameters (``encoder``, ``decoder.blocks``);
+    an unknown name is a :class:`ConfigError` listing the network's top-level parts, and
+    freezing everything leaves nothing to train, also an error."""
+    for name in names:
+        try:
+            part = network.get_submodule(name)
+        except AttributeError:
+            known = ", ".join(n for n, _ in network.named_children())
+            raise ConfigError("freeze", name, f"a part of the network ({known})") from None
+        for parameter in part.parameters():
+            parameter.requires_grad_(False)
+    if names and not any(p.requires_grad for p in network.parameters()):
+        raise ConfigError("freeze", names, "at least one part left to train")
 
 
 def train_tokenizer_from_yaml(path: str, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 The data is the built-in synthetic world (:mod:`videopoet.data.world`). Images and videos are
 trained jointly: each step draws either a batch of 1-frame clips (``data.image_fraction`` of
 the steps) or a batch of ``data.frames``-frame clips, chosen by the step number so a resumed
-run sees the same batches. Held-out evaluation (world indices from ``EVAL_OFFSET``) reports
-PSNR, the PSNR of the trivial baseline (every pixel its frame's mean colour), codebook usage
-(share of the ``2^K`` codes seen), the perplexity of the used ids and the per-bit entropy
-(the lowest and the mean over the ``K`` bits, in bits: 1 is a fair coin, 0 a dead bit).
+run sees the same batches. ``data.sizes`` adds frame sizes taken in turn with
+``data.height`` × ``data.width`` (step ``s`` uses size ``s mod (1 + len(sizes))``, 0 being
+the main one): a tokenizer that must also decode the larger frames of a super-resolution stage
+learns them without forgetting its own. Held-out evaluation (world indices from
+``EVAL_OFFSET``) reports PSNR (``psnr_HxW`` at each further size), the PSNR of the trivial
+baseline (every pixel its frame's mean colour), codebook usage (share of the ``2^K`` codes
+seen), the perplexity of the used ids and the per-bit entropy (the lowest and the mean over
+the ``K`` bits, in bits: 1 is a fair coin, 0 a dead bit).
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ class MagvitDataConfig(WorldConfig):
     width: int = Field(64, ge=8)
     image_fraction: float = Field(0.25, ge=0, le=1, description="share of 1-frame batches")
     eval_clips: int = Field(16, ge=1)
+    sizes: list[tuple[int, int]] = Field(
+        default_factory=list, description="further (height, width) formats, taken in turn"
+    )
+
+    def all_sizes(self) -> list[tuple[int, int]]:
+        return [(self.height, self.width), *self.sizes]
 
     def world(self) -> WorldConfig:
         return WorldConfig(**self.model_dump(include=set(WorldConfig.model_fields)))
@@ -71,10 +81,12 @@ class MagvitTrainingAdapter:
         self.data = validate_section(MagvitDataConfig, data, "data")
         if self.data.dataset not in DATASETS:
             raise ConfigError("data.dataset", self.data.dataset, f"one of {', '.join(DATASETS)}")
-        try:
-            tokenizer.latent_shape(self.data.frames, self.data.height, self.data.width)
-        except ConfigError as exc:  # name the YAML path the user has to fix
-            raise ConfigError(f"data.{exc.field}", exc.value, exc.expected) from exc
+        for i, (height, width) in enumerate(self.data.all_sizes()):
+            try:
+                tokenizer.latent_shape(self.data.frames, height, width)
+            except ConfigError as exc:  # name the YAML path the user has to fix
+                field = f"data.sizes.{i - 1}" if i else f"data.{exc.field}"
+                raise ConfigError(field, exc.value, exc.expected) from exc
         self.loss = validate_section(LossConfig, loss, "loss")
         self.train_config = train
         self.tokenizer = tokenizer
@@ -83,7 +95,7 @@ class MagvitTrainingAdapter:
         else:
             self.model = tokenizer
         self.model_config = tokenizer.config_dict()
-        self._eval_videos: torch.Tensor | None = None
+        self._eval_videos: dict[tuple[int, int], torch.Tensor] = {}
 
     def batches(self, step: int) -> dict[str, Any]:
         d = self.data
@@ -92,12 +104,14 @@ class MagvitTrainingAdapter:
         n = self.train_config.batch_size
         indices = [step * n + i for i in range(n)]
         frames = 1 if image else d.frames
+        sizes = d.all_sizes()
+        height, width = sizes[step % len(sizes)]
         if self.loss.object_weight == 0:
             return {
-                "video": make_batch(indices, frames, d.height, d.width, d.world()),
+                "video": make_batch(indices, frames, height, width, d.world()),
                 "step": step,
             }
-        items = [sample(i, frames, d.height, d.width, d.world()) for i in indices]
+        items = [sample(i, frames, height, width, d.world()) for i in indices]
         masks = torch.stack([item.masks for item in items])
         return {
             "video": torch.stack([item.video for item in items]),
@@ -110,16 +124,23 @@ class MagvitTrainingAdapter:
             model, batch["video"], self.loss, batch.get("step"), batch.get("weights")
         )
 
-    def eval_videos(self) -> torch.Tensor:
-        if self._eval_videos is None:
-            d = self.data
+    def eval_videos(self, size: tuple[int, int] | None = None) -> torch.Tensor:
+        d = self.data
+        size = size or (d.height, d.width)
+        if size not in self._eval_videos:
             indices = [EVAL_OFFSET + i for i in range(d.eval_clips)]
-            self._eval_videos = make_batch(indices, d.frames, d.height, d.width, d.world())
-        return self._eval_videos
+            self._eval_videos[size] = make_batch(indices, d.frames, *size, d.world())
+        return self._eval_videos[size]
 
     def eval_fn(self, model: torch.nn.Module) -> dict[str, float]:
+        """:func:`evaluate` at the main size; at each further size its PSNR as ``psnr_HxW``."""
         tokenizer = model.tokenizer if isinstance(model, TokenizerWithCritic) else model
-        return evaluate(tokenizer, self.eval_videos(), batch_size=self.train_config.batch_size)
+        n = self.train_config.batch_size
+        figures = evaluate(tokenizer, self.eval_videos(), batch_size=n)
+        for height, width in self.data.sizes:
+            other = evaluate(tokenizer, self.eval_videos((height, width)), batch_size=n)
+            figures[f"psnr_{height}x{width}"] = other["psnr"]
+        return figures
 
     def finish(self, model: torch.nn.Module, out_dir: Path) -> dict[str, Any]:
         tokenizer = model.tokenizer if isinstance(model, TokenizerWithCritic) else model
