@@ -53,3 +53,29 @@ def test_the_committed_bundle_reads_its_conditions_and_its_untrained_twin_does_n
     assert _gap(bench, engine, "i2v") > 1.5
     assert _gap(bench, engine, "inpaint") > 0.5
     assert abs(_gap(bench, untrained_engine(engine), "i2v")) < 0.3
+
+
+def test_motion_swap_replaces_the_phrase_with_the_opposite_motions(load_benchmark):
+    from videopoet.data.captions import MOTION_PHRASES
+
+    bench = load_benchmark("condition_use")
+    for motion, phrases in MOTION_PHRASES.items():
+        opposite = MOTION_PHRASES[bench.OPPOSITE[motion]]
+        assert bench.OPPOSITE[bench.OPPOSITE[motion]] == motion
+        for slot, phrase in enumerate(phrases):
+            caption = f"a red square {phrase} on a black background"
+            assert bench.swap_motion(caption, motion) == caption.replace(phrase, opposite[slot])
+    assert bench.swap_motion("a red square on a black background", "left") is None
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_motion_probe_scores_every_latent_frame_of_the_same_target(load_benchmark):
+    if not (BUNDLE / "bundle.json").is_file():
+        pytest.skip("the committed bundle is not in this checkout")
+    bench = load_benchmark("condition_use")
+    engine = Engine.from_pretrained(BUNDLE)
+    probe = bench.motion_words(engine, 2)
+    assert probe["clips"] == 2 and len(probe["own"]) == len(probe["swapped"]) == 5
+    # frame 0 is predicted from the caption's colour and shape words: far below chance
+    # (log 1024 = 6.9 nats) with its own caption
+    assert probe["own"][0] < 3.0 and probe["own"] != probe["swapped"]
