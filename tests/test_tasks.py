@@ -196,6 +196,29 @@ def test_outpaint_generates_with_a_direction(engine, source):
         engine.generate("outpaint", video=source.video, direction="up")
 
 
+@pytest.mark.parametrize(
+    ("task", "inputs"),
+    [("inpaint", {"mask": "8,16,24,20"}), ("outpaint", {"direction": "left", "amount": 0.25})],
+)
+def test_masked_tasks_hand_back_the_visible_pixels_as_given(engine, source, task, inputs):
+    result = engine.generate(task, video=source.video, seed=2, num_samples=2, **inputs)
+    hidden = (
+        engine.task(task)
+        .prepare(
+            {"video": source.video, **inputs},
+            Context(engine.pick_format(engine.registry.task(task))),
+        )
+        .masks["visual"]
+    )
+    given = source.video.expand(2, -1, -1, -1, -1)
+    assert torch.equal(result.video[..., ~hidden], given[..., ~hidden])
+    # inside the hidden region the untrained LM's clip, not the input
+    assert not torch.allclose(result.video[..., hidden], given[..., hidden], atol=0.1)
+    span = result.layout.span("visual_out")
+    raw = engine.decode_video(result.layout.split(result.tokens)["visual_out"], span.shape)
+    torch.testing.assert_close(raw[..., hidden], result.video[..., hidden])
+
+
 def test_fp_condition_frames_set_the_condition_length(engine, source):
     lengths = {}
     for frames in (1, 9):
