@@ -77,8 +77,9 @@ class TokenizerTrainingConfig(BaseModel):
     #: run (fine-tuning); a resumed run continues from its own checkpoint instead
     init_from: str | None = None
     #: submodules of the network whose weights stay as they are (``[encoder, quantizer]``:
-    #: a decoder fine-tune, which keeps every token id, so token shards and models trained on
-    #: them stay valid)
+    #: a decoder fine-tune, which keeps every token id: an LM or refiner trained on the old
+    #: tokens reads the new ones the same, but shards and stages still name the whole
+    #: tokenizer by its weights, so they are made again, with the same ids)
     freeze: list[str] = Field(default_factory=list)
     network: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
