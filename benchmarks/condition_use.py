@@ -66,9 +66,8 @@ def encoded(engine: Engine, task: str, count: int) -> list[Any]:
         kind.optional_drop = before
 
 
-def target_losses(engine: Engine, example: Any, tokens: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy of the whole target and of its first latent frame (or the whole
-    target when it is not a video)."""
+def _target_ce(engine: Engine, example: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target token of ``example`` laid out as ``tokens``."""
     layout = example.layout
     prefix = layout.prefix_length
     text = None if example.text is None else example.text[None]
@@ -78,14 +77,18 @@ def target_losses(engine: Engine, example: Any, tokens: torch.Tensor) -> tuple[f
         logits = engine.lm(
             tokens[None], prefix, text, mask, text_start=start, grid=layout.grid_tensor()[None]
         )[0]
-    ce = torch.nn.functional.cross_entropy(
+    return torch.nn.functional.cross_entropy(
         logits[prefix - 1 : -1].float(), tokens[prefix:], reduction="none"
     )
-    if layout.has("visual_out"):
-        span = layout.span("visual_out")
-        first = span.shape[1] * span.shape[2] if len(span.shape) == 3 else span.length
-        lo = span.start - prefix
-        return float(ce.mean()), float(ce[lo : lo + first].mean())
+
+
+def target_losses(engine: Engine, example: Any, tokens: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy of the whole target and of its first latent frame (or the whole
+    target when it is not a video)."""
+    ce = _target_ce(engine, example, tokens)
+    if example.layout.has("visual_out"):
+        first = frame_losses(engine, example, ce)[0]
+        return float(ce.mean()), first
     return float(ce.mean()), float(ce.mean())
 
 
@@ -100,27 +103,15 @@ def swap_motion(caption: str, motion: str) -> str | None:
     return None
 
 
-def frame_losses(engine: Engine, example: Any) -> list[float]:
-    """Mean cross-entropy of each latent frame of a video target."""
-    layout = example.layout
-    prefix = layout.prefix_length
-    start = layout.span("text").start if layout.has("text") else None
-    with torch.no_grad():
-        logits = engine.lm(
-            example.tokens[None],
-            prefix,
-            example.text[None],
-            example.text_mask[None],
-            text_start=start,
-            grid=layout.grid_tensor()[None],
-        )[0]
-    ce = torch.nn.functional.cross_entropy(
-        logits[prefix - 1 : -1].float(), example.tokens[prefix:], reduction="none"
-    )
-    span = layout.span("visual_out")
-    per = span.shape[1] * span.shape[2]
-    lo = span.start - prefix
-    return [float(ce[lo + f * per : lo + (f + 1) * per].mean()) for f in range(span.shape[0])]
+def frame_losses(engine: Engine, example: Any, ce: torch.Tensor | None = None) -> list[float]:
+    """Mean cross-entropy of each latent frame of a video target (``ce``: the target's
+    per-token cross-entropy, when already computed)."""
+    ce = _target_ce(engine, example, example.tokens) if ce is None else ce
+    span = example.layout.span("visual_out")
+    per = span.shape[1] * span.shape[2] if len(span.shape) == 3 else span.length
+    lo = span.start - example.layout.prefix_length
+    frames = span.shape[0] if len(span.shape) == 3 else 1
+    return [float(ce[lo + f * per : lo + (f + 1) * per].mean()) for f in range(frames)]
 
 
 def motion_words(engine: Engine, count: int, first: int = 0) -> dict[str, list[float]]:

@@ -227,6 +227,14 @@ def test_decoder_fine_tune_keeps_every_token_id_and_learns_a_second_size(tmp_pat
     for size in (16, 32):  # the ids at both sizes are those of the starting tokenizer
         clips = make_batch([0, 1], 1, size, size)
         assert torch.equal(old.encode(clips), new.encode(clips))
+    from videopoet.core.training import TrainConfig
+    from videopoet.plugins.magvit.train import MagvitTrainingAdapter
+
+    adapter = MagvitTrainingAdapter(
+        new, {**raw["data"], "image_fraction": 0}, raw["loss"], TrainConfig(batch_size=1)
+    )
+    sizes = [tuple(adapter.batches(step)["video"].shape[-2:]) for step in range(4)]
+    assert sizes == [(16, 16), (32, 32), (16, 16), (32, 32)]  # taken in turn
     evaluated = [r["eval"] for r in _records(tmp_path / "ft") if "eval" in r]
     assert evaluated and {"psnr", "psnr_32x32"} <= set(evaluated[-1])
     bad = _magvit_raw(tmp_path / "bad") | {"freeze": ["encoders"]}

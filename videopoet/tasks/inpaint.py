@@ -2,7 +2,7 @@
 
 Training draws boxes of varied size and place; a user gives the mask as an image file (white
 = hidden), a tensor, or a box ``top,left,height,width`` in pixels. The output keeps the given
-pixels outside the box (``keep_visible_pixels``).
+pixels outside the box (``Task.to_media``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from videopoet.core.declarations import Format, PrefixSpec, TargetSpec, TaskSpec
-from videopoet.tasks.base import Conditions, InputInfo, Task, TaskOutput
-from videopoet.tasks.masks import box_mask, keep_visible_pixels, read_user_mask
+from videopoet.tasks.base import InputInfo, Task
+from videopoet.tasks.masks import box_mask, read_user_mask
 
 INPAINT = TaskSpec(
     name="inpaint",
@@ -40,9 +40,6 @@ class Inpaint(Task):
 
     def user_mask(self, inputs: dict[str, Any], fmt: Format, frames: int) -> torch.Tensor:
         return read_user_mask(self.name, inputs["mask"], fmt, frames)
-
-    def to_media(self, output: TaskOutput, conditions: Conditions) -> TaskOutput:
-        return keep_visible_pixels(output, conditions)
 
 
 SPECS = [Inpaint]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from videopoet.core.declarations import Format
-from videopoet.tasks.base import Conditions, InputError, TaskOutput
+from videopoet.tasks.base import InputError
 
 
 def box_mask(frames: int, height: int, width: int, box: tuple[int, int, int, int]) -> torch.Tensor:
@@ -94,22 +94,3 @@ def read_user_mask(task: str, value: Any, fmt: Format, frames: int) -> torch.Ten
     if not mask.any():
         raise InputError(task, "mask", value, "at least one hidden pixel")
     return mask.clone()
-
-
-def keep_visible_pixels(output: TaskOutput, conditions: Conditions) -> TaskOutput:
-    """The generated clip inside each masked input's hidden region, the given pixels outside it.
-
-    The LM regenerates the whole clip and the tokenizer's decode of the visible part is close
-    to the given one, not equal (about 23 dB for the tiny tokenizer); a user who masked a box
-    expects the rest back as given. The raw decode stays available from the result's tokens:
-    ``engine.decode_video(result.layout.split(result.tokens)["visual_out"], shape)``."""
-    if output.video is None or not conditions.masks:
-        return output
-    video = output.video
-    for name, hidden in conditions.masks.items():
-        given = conditions.visual.get(name)
-        if given is None or given.shape[-3:] != video.shape[-3:]:
-            continue  # a condition of another size than the output: nothing to paste
-        keep = ~hidden.to(video.device)
-        video = torch.where(keep[None, None], given.to(video)[None], video)
-    return TaskOutput(video, output.audio, output.fps, output.sample_rate)

@@ -2,7 +2,7 @@
 
 The hidden border is on one side (``left``, ``right``, ``top``, ``bottom``) or on both sides of
 an axis (``horizontal``, ``vertical``), ``amount`` of the frame in all (default 0.25). The
-output keeps the given pixels outside the border (``keep_visible_pixels``).
+output keeps the given pixels outside the border (``Task.to_media``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from videopoet.core.declarations import Format, PrefixSpec, TargetSpec, TaskSpec
-from videopoet.tasks.base import Conditions, InputError, InputInfo, Task, TaskOutput
-from videopoet.tasks.masks import border_mask, keep_visible_pixels
+from videopoet.tasks.base import InputError, InputInfo, Task
+from videopoet.tasks.masks import border_mask
 
 OUTPAINT = TaskSpec(
     name="outpaint",
@@ -53,9 +53,6 @@ class Outpaint(Task):
         if not 0 < amount < 1:
             raise InputError(self.name, "amount", inputs.get("amount"), "a fraction in (0, 1)")
         return border_mask(frames, fmt.height, fmt.width, direction, amount)
-
-    def to_media(self, output: TaskOutput, conditions: Conditions) -> TaskOutput:
-        return keep_visible_pixels(output, conditions)
 
 
 SPECS = [Outpaint]
