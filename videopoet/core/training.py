@@ -638,9 +638,11 @@ def _destroy_process_group() -> None:
     """At exit: every rank reaches teardown before any closes its connections, and the group's
     objects are freed while the interpreter is whole. Why: a 2-process gloo launch whose ranks
     tore down unsynchronised aborted at exit ("terminate called without an active exception",
-    SIGABRT) about once in a hundred launches, after all its work was done."""
+    SIGABRT) about once in a hundred launches, after all its work was done. The first collection
+    frees DDP/FSDP wrappers no longer referenced while the group they hold is still alive."""
     if not _process_group():
         return
+    gc.collect()
     if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
         try:  # bounded: a rank that failed never arrives, and torchrun stops the others anyway
             dist.monitored_barrier(timeout=timedelta(seconds=60))
