@@ -195,7 +195,7 @@ def test_dry_run_needs_no_bundle(capsys):
     text = capsys.readouterr().out
     assert "bundle:" not in text.splitlines()[1]
     assert "1. init: stage init" in text and "-> refiner_dir" in text
-    assert "overrides: world.examples_per_task=3200" in text
+    assert "overrides: world.examples_per_task=6400" in text
     assert cli.main(["run", "train-world-tiny", "inputs.lm_steps=7", "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["bundle"] is None and [s["name"] for s in plan["steps"]] == STAGE_STEPS
