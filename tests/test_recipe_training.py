@@ -20,12 +20,18 @@ TINY = [
     "inputs.examples_per_task=2",
     "inputs.eval_examples_per_task=1",
     "inputs.lm_steps=4",
+    "inputs.audio_steps=2",
+    "inputs.mix_steps=2",
     "inputs.refiner_clips=2",
     "inputs.refiner_steps=2",
     "inputs.evaluate_seeds=1",
     "steps.tokenize.options.overrides.tasks=[t2i,t2v]",
     "steps.lm.options.overrides.mixture=null",
     "steps.lm.options.overrides.train.batch_size=2",
+    "steps.lm_audio.options.overrides.mixture=null",  # the shards hold no a2v
+    "steps.lm_audio.options.overrides.train.batch_size=2",
+    "steps.lm_mix.options.overrides.mixture=null",
+    "steps.lm_mix.options.overrides.train.batch_size=2",
     "steps.refiner_tokens.options.overrides.data.eval_clips=1",  # the refiner's data too
     "steps.refiner_tokens.options.overrides.data.chunk=2",
     "steps.refiner.options.overrides.stage.width=16",
@@ -38,7 +44,18 @@ TINY = [
     "steps.evaluate.options.untrained=false",
     "steps.evaluate.options.fvd=false",
 ]
-STAGE_STEPS = ["init", "tokenize", "lm", "refiner_tokens", "refiner", "final", "evaluate", "card"]
+STAGE_STEPS = [
+    "init",
+    "tokenize",
+    "lm",
+    "lm_audio",
+    "lm_mix",
+    "refiner_tokens",
+    "refiner",
+    "final",
+    "evaluate",
+    "card",
+]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +165,7 @@ def test_a_changed_option_reruns_that_stage_and_those_after_it(trained):
     changed = [*TINY, "inputs.evaluate_seeds=2", "steps.lm.options.overrides.train.lr=0.001"]
     result = run_recipe("train-world-tiny", changed, out=trained.out)
     ran = [name for name, step in result.steps.items() if not step.skipped]
-    assert ran == ["lm", "final", "evaluate", "card"]
+    assert ran == ["lm", "lm_audio", "lm_mix", "final", "evaluate", "card"]
     lm = result.steps["lm"]
     assert lm.result["resumed_from"] is None and lm.result["step"] == 4 and not lm.resumed
     assert json.loads((trained.out / "lm" / "stage.json").read_text())["attempts"] == 1
@@ -203,6 +220,12 @@ def test_dry_run_needs_no_bundle(capsys):
     assert lm["stage"] == "train" and lm["config"]["train"]["steps"] == 7
     assert lm["config"]["mixture"]["t2v"] == 6  # the rest of configs/lm/tiny.yaml
     assert lm["inputs"]["shards"] == {"step": "tokenize", "output": "shards"}
+    audio, mix, final = plan["steps"][3], plan["steps"][4], plan["steps"][7]
+    assert {task for task, weight in audio["config"]["mixture"].items() if weight} == {"a2v", "v2a"}
+    assert audio["inputs"]["bundle"] == {"step": "lm", "output": "bundle"}
+    assert mix["config"]["mixture"]["a2v"] == 3 and mix["config"]["stages"]["first_fraction"] == 0
+    assert mix["inputs"]["bundle"] == {"step": "lm_audio", "output": "bundle"}
+    assert final["inputs"]["bundle"] == {"step": "lm_mix", "output": "bundle"}
 
 
 def test_recipes_lists_it(capsys):
