@@ -303,7 +303,7 @@ def test_references_of_the_wrong_kind_missing_or_later():
         "steps.lm.inputs.shards",
     ]
     text = str(error)
-    assert "no cycle: tokenize -> final -> lm -> tokenize" in text
+    assert "no cycle: tokenize -> final -> lm_mix -> tokenize" in text
     assert "an earlier stage's bundle (step tokenize's shards is not)" in text
     assert "an output of step init: bundle" in text
 
