@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -87,17 +88,17 @@ def time_tokenizer_step(bundle: Path, batch: int, frames: int, repeats: int) -> 
 
     out: dict[str, object] = {}
     grads = {}
-    for bf16 in (False, True):
+    for bf16 in (False, True):  # also the warm-up: oneDNN picks and caches its kernels
         step(bf16)
         grads[bf16] = {
             n: p.grad.clone() for n, p in tokenizer.named_parameters() if p.grad is not None
         }
     errors = {n: relative_error(grads[True][n], g) for n, g in grads[False].items() if g.norm() > 0}
-    worst = max(errors, key=lambda n: errors[n] if errors[n] == errors[n] else float("inf"))
+    worst = max(errors, key=lambda n: math.inf if math.isnan(errors[n]) else errors[n])
     out["step_worst_grad"], out["step_worst_grad_rel_err"] = worst, errors[worst]
-    out["step_median_grad_rel_err"] = statistics.median(v for v in errors.values() if v == v)
+    finite_errors = [v for v in errors.values() if not math.isnan(v)]
+    out["step_median_grad_rel_err"] = statistics.median(finite_errors)
     for name, bf16 in (("fp32", False), ("bf16", True)):
-        step(bf16)  # warm-up: oneDNN picks and caches its kernels
         times, finite = [], True
         for _ in range(repeats):
             start = time.perf_counter()
@@ -157,7 +158,7 @@ def finite_or_none(node: object) -> object:
     """NaN as null, so the last line is strict JSON."""
     if isinstance(node, dict):
         return {k: finite_or_none(v) for k, v in node.items()}
-    if isinstance(node, float) and node != node:
+    if isinstance(node, float) and math.isnan(node):
         return None
     return node
 
