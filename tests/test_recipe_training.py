@@ -19,6 +19,7 @@ TINY = [
     "inputs.text_encoder=hash",  # weight-free: the test needs no MiniLM load
     "inputs.examples_per_task=2",
     "inputs.eval_examples_per_task=1",
+    "inputs.lm_width=64",
     "inputs.lm_steps=4",
     "inputs.audio_steps=2",
     "inputs.mix_steps=2",
@@ -46,6 +47,7 @@ TINY = [
 ]
 STAGE_STEPS = [
     "init",
+    "lm_init",
     "tokenize",
     "lm",
     "lm_audio",
@@ -78,7 +80,7 @@ def test_an_interrupted_lm_stage_resumes_where_it_stopped(trained):
     assert trained.stopped.step == "lm" and "stopped at step 2 of 4" in str(trained.stopped)
     assert trained.stopped_run["status"] == "stopped"
     assert trained.stopped_run["failed_step"] == "lm"
-    assert trained.stopped_run["order"] == ["init", "tokenize", "lm"]
+    assert trained.stopped_run["order"] == ["init", "lm_init", "tokenize", "lm"]
     steps = trained.result.steps
     assert list(steps) == STAGE_STEPS
     assert steps["init"].skipped and steps["tokenize"].skipped  # finished the first time
@@ -104,6 +106,7 @@ def test_the_bundle_loads_generates_and_holds_the_refiner(trained):
     made = engine.generate("t2i", text="a red circle on a blue backdrop", seed=0)
     assert tuple(made.video.shape) == (1, 3, 1, 64, 64)
     assert engine.text_record.name == "hash"  # the input, passed through init to the bundle
+    assert engine.lm.config.d_model == 64  # inputs.lm_width, through lm_init
 
 
 def test_the_model_card_holds_the_run_and_the_evaluate_figures(trained):
@@ -169,6 +172,11 @@ def test_a_changed_option_reruns_that_stage_and_those_after_it(trained):
     lm = result.steps["lm"]
     assert lm.result["resumed_from"] is None and lm.result["step"] == 4 and not lm.resumed
     assert json.loads((trained.out / "lm" / "stage.json").read_text())["attempts"] == 1
+    # another LM size: a new untrained LM and its training; the shards and the refiner stay
+    result = run_recipe("train-world-tiny", [*changed, "inputs.lm_width=32"], out=trained.out)
+    ran = [name for name, step in result.steps.items() if not step.skipped]
+    assert ran == ["lm_init", "lm", "lm_audio", "lm_mix", "final", "evaluate", "card"]
+    assert result.steps["lm_init"].result["parameters"] < result.steps["init"].result["parameters"]
 
 
 # ---------------------------------------------------------------------------- small recipes
@@ -216,11 +224,16 @@ def test_dry_run_needs_no_bundle(capsys):
     assert cli.main(["run", "train-world-tiny", "inputs.lm_steps=7", "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["bundle"] is None and [s["name"] for s in plan["steps"]] == STAGE_STEPS
-    lm = plan["steps"][2]
+    steps = {s["name"]: s for s in plan["steps"]}
+    lm = steps["lm"]
     assert lm["stage"] == "train" and lm["config"]["train"]["steps"] == 7
+    assert lm["inputs"]["bundle"] == {"step": "lm_init", "output": "bundle"}
+    assert steps["lm_init"]["options"]["model"] == {"d_model": 128}  # inputs.lm_width
+    assert steps["tokenize"]["inputs"]["bundle"] == {"step": "init", "output": "bundle"}
+    assert steps["refiner"]["inputs"]["bundle"] == {"step": "init", "output": "bundle"}
     assert lm["config"]["mixture"]["t2v"] == 6  # the rest of configs/lm/tiny.yaml
     assert lm["inputs"]["shards"] == {"step": "tokenize", "output": "shards"}
-    audio, mix, final = plan["steps"][3], plan["steps"][4], plan["steps"][7]
+    audio, mix, final = steps["lm_audio"], steps["lm_mix"], steps["final"]
     assert {task for task, weight in audio["config"]["mixture"].items() if weight} == {"a2v", "v2a"}
     assert audio["inputs"]["bundle"] == {"step": "lm", "output": "bundle"}
     assert mix["config"]["mixture"]["a2v"] == 3 and mix["config"]["stages"]["first_fraction"] == 0
@@ -261,7 +274,11 @@ def test_unknown_and_bad_options():
 
 def test_unregistered_names_in_options():
     error = builtin("inputs.text_encoder=minilmm", "steps.init.options.preset=tinyy")
-    assert set(error.fields) == {"steps.init.options.text_encoder", "steps.init.options.preset"}
+    assert set(error.fields) == {
+        "steps.init.options.text_encoder",
+        "steps.lm_init.options.text_encoder",  # the input reaches both init stages
+        "steps.init.options.preset",
+    }
     assert "did you mean minilm" in str(error) and "did you mean tiny" in str(error)
     error = builtin("steps.evaluate.options.tasks=[t2vv]")
     assert error.fields == ["steps.evaluate.options.tasks"] and "did you mean t2v" in str(error)
