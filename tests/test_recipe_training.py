@@ -229,6 +229,12 @@ def test_dry_run_needs_no_bundle(capsys):
     assert lm["stage"] == "train" and lm["config"]["train"]["steps"] == 7
     assert lm["inputs"]["bundle"] == {"step": "lm_init", "output": "bundle"}
     assert steps["lm_init"]["options"]["model"] == {"d_model": 128}  # inputs.lm_width
+    assert (
+        cli.main(["run", "train-world-tiny", "steps.init.options.seed=3", "--dry-run", "--json"])
+        == 0
+    )
+    lm_init = {s["name"]: s for s in json.loads(capsys.readouterr().out)["steps"]}["lm_init"]
+    assert lm_init["options"]["seed"] == 3  # init's settings are lm_init's
     assert steps["tokenize"]["inputs"]["bundle"] == {"step": "init", "output": "bundle"}
     assert steps["refiner"]["inputs"]["bundle"] == {"step": "init", "output": "bundle"}
     assert lm["config"]["mixture"]["t2v"] == 6  # the rest of configs/lm/tiny.yaml
@@ -276,8 +282,9 @@ def test_unregistered_names_in_options():
     error = builtin("inputs.text_encoder=minilmm", "steps.init.options.preset=tinyy")
     assert set(error.fields) == {
         "steps.init.options.text_encoder",
-        "steps.lm_init.options.text_encoder",  # the input reaches both init stages
         "steps.init.options.preset",
+        "steps.lm_init.options.text_encoder",  # lm_init takes init's settings
+        "steps.lm_init.options.preset",
     }
     assert "did you mean minilm" in str(error) and "did you mean tiny" in str(error)
     error = builtin("steps.evaluate.options.tasks=[t2vv]")
