@@ -480,6 +480,12 @@ def test_world_batches_are_deterministic_per_step(tmp_path):
     assert torch.equal(first["audio"], again["audio"])
     assert not torch.equal(first["audio"], other["audio"])
     assert first["audio"].abs().amax(-1).min() > 0.02  # every crop holds sound
+    # with train.grad_accum=2 micro-batch m of step s is draw 2s+m; the loss schedule the step's
+    accumulating = EncodecTrainingAdapter(
+        model, raw["data"], raw["loss"], TrainConfig(**raw["train"], grad_accum=2)
+    )
+    micro = accumulating.batches(7, 1)
+    assert micro["step"] == 7 and torch.equal(micro["audio"], adapter.batches(15)["audio"])
     # evaluation: held-out world indices, 2.125 s each
     held = world.audio_batch([world.EVAL_OFFSET + i for i in range(8)], 2.125)
     assert torch.equal(adapter.eval_batch, held)

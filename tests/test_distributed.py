@@ -52,6 +52,12 @@ def batches(step: int) -> dict:
     return batch
 
 
+def micro_batches(step: int, micro: int) -> dict:
+    """Micro-batch ``micro`` of 2 (``train.grad_accum=2``): half the rows of ``batches(step)``,
+    so a step sees the global batch of the reference run."""
+    return shard_batch(batches(step), micro, 2)
+
+
 def eval_fn(model: torch.nn.Module) -> dict[str, float]:
     return {"loss": float(lm_loss_fn(model, batches(99))["loss"])}
 
@@ -62,12 +68,12 @@ def config(out_dir: Path, steps: int = STEPS, **more) -> TrainConfig:
     return TrainConfig(**(settings | more))
 
 
-def run(out_dir: Path, steps: int = STEPS, **more) -> PrefixLM:
+def run(out_dir: Path, steps: int = STEPS, draw=batches, **more) -> PrefixLM:
     cfg = config(out_dir, steps, **more)
     prepare_run(cfg)  # the initial weights come from train.seed, on every rank
     model = PrefixLM(MODEL)
     meta = {"kind": "videopoet.prefix_lm", "model": MODEL.model_dump(mode="json")}
-    train(model, lm_loss_fn, batches, cfg, eval_fn, meta)
+    train(model, lm_loss_fn, draw, cfg, eval_fn, meta)
     return model
 
 
@@ -80,6 +86,11 @@ def worker(out: Path) -> None:
         rank = dist.get_rank()
         if mode == "ddp" or rank == 0:  # under FSDP only rank 0 gets the full weights back
             save_tensors(out / mode / f"rank{rank}.safetensors", model.state_dict())
+        # the same global batch in two micro-batches: gradients synchronised once per step
+        accumulated = out / f"{mode}_accum"
+        model = run(accumulated, draw=micro_batches, grad_accum=2, fsdp=mode == "fsdp")
+        if mode == "ddp" or rank == 0:
+            save_tensors(accumulated / f"rank{rank}.safetensors", model.state_dict())
 
 
 def losses(out_dir: Path) -> tuple[dict[int, float], dict[int, float]]:
@@ -143,6 +154,21 @@ def test_two_processes_log_the_losses_of_one(launched, mode):
         assert got_train[step] == pytest.approx(want_train[step], abs=TOL, rel=0)
     for step in want_eval:
         assert got_eval[step] == pytest.approx(want_eval[step], abs=TOL, rel=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradient_accumulation_under_torchrun_is_the_one_process_step(launched, mode):
+    """2 ranks × 2 micro-batches of 1 row: the losses and weights of 1 process on 4 rows."""
+    out, reference, _ = launched
+    got_train, _ = losses(out / f"{mode}_accum")
+    want_train, _ = losses(out / "one_process")
+    assert sorted(got_train) == sorted(want_train)
+    for step in want_train:
+        assert got_train[step] == pytest.approx(want_train[step], abs=TOL, rel=0)
+    rank0 = load_tensors(out / f"{mode}_accum" / "rank0.safetensors")
+    assert max_diff(rank0, reference.state_dict()) < TOL
+    if mode == "ddp":
+        assert max_diff(rank0, load_tensors(out / "ddp_accum" / "rank1.safetensors")) == 0.0
 
 
 def test_ddp_ranks_end_with_the_same_weights(launched):

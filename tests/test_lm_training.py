@@ -199,6 +199,36 @@ def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(
     assert whole["step"] == resumed["step"] == 6
 
 
+def test_gradient_accumulation_draws_a_group_per_micro_batch(
+    shards, tiny_bundle, tiny_engine, tmp_path
+):
+    config = LMTrainingConfig(bundle="b", shards=str(shards), train={"steps": 40, "grad_accum": 2})
+    sampler = MixtureSampler(TokenShards(shards), config, tiny_engine.registry)
+    first, second = sampler.batch(7), sampler.batch(7, 1)
+    assert torch.equal(sampler.batch(7, 0)["tokens"], first["tokens"])
+    assert (first["group"], first["tokens"].tolist()) != (
+        second["group"],
+        second["tokens"].tolist(),
+    )
+    tasks = {sampler.batch(s, m)["task"] for s in range(30) for m in range(2)}
+    assert len(tasks) > 3  # each micro-batch its own task and group, as AGD wants
+
+    result = train_lm(_config(tiny_bundle, shards, tmp_path / "a", grad_accum=2, log_every=1))
+    plain = train_lm(_config(tiny_bundle, shards, tmp_path / "b", log_every=1))
+    lines = (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6] and result["step"] == 6
+    # a step's loss is the mean of its micro-batches' losses, each logged under its task
+    for record in records:
+        per_task = [v for k, v in record.items() if k.startswith("loss/")]
+        assert min(per_task) - 1e-6 <= record["loss"] <= max(per_task) + 1e-6
+    from safetensors.torch import load_file
+
+    wa = load_file(str(Path(result["bundle"]) / "lm" / "model.safetensors"))
+    wb = load_file(str(Path(plain["bundle"]) / "lm" / "model.safetensors"))
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # twice the rows per step
+
+
 def test_task_adaptation_on_the_example_plugins_task(shards, tiny_bundle, tmp_path):
     config = _config(tiny_bundle, shards, tmp_path, steps=8)
     config["mixture"] = {"reverse": 1.0}

@@ -129,6 +129,53 @@ def test_stop_at_ends_early_on_the_full_schedule_and_resumes_exactly(tmp_path):
     assert whole["step"] == 40
 
 
+def test_gradient_accumulation_is_the_step_of_the_whole_batch(tmp_path):
+    """Two micro-batches of 8 rows: the weights and logged losses of one batch of 16."""
+    whole = model()
+    train(whole, mse, make_batch, config(tmp_path / "a", steps=20))
+    drawn = []
+
+    def halves(step, micro):
+        drawn.append((step, micro))
+        batch = make_batch(step)
+        return {k: v[8 * micro : 8 * (micro + 1)] for k, v in batch.items()}
+
+    split = model()
+    train(split, mse, halves, config(tmp_path / "b", steps=20, grad_accum=2))
+    assert drawn[:4] == [(0, 0), (0, 1), (1, 0), (1, 1)] and len(drawn) == 40
+    torch.testing.assert_close(split.weight, whole.weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(split.bias, whole.bias, atol=1e-6, rtol=0)
+
+    def logged(run):
+        lines = (tmp_path / run / "run" / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)["mse"] for x in lines if "mse" in json.loads(x)]
+
+    # each micro-batch's mean, averaged: the 16-row mean (equal halves)
+    assert logged("b") == pytest.approx(logged("a"), abs=1e-6)
+    # a second run on 8-row batches, no accumulation, is another run (the test can fail)
+    eight = model()
+    train(eight, mse, lambda step: halves(step, 0), config(tmp_path / "c", steps=20))
+    assert not torch.allclose(eight.weight, whole.weight, atol=1e-6)
+
+
+def test_gradient_accumulation_needs_a_micro_batch_index_and_draws_iterables_per_micro(
+    tmp_path,
+):
+    with pytest.raises(ConfigError, match="train.grad_accum"):
+        train(model(), mse, make_batch, config(tmp_path / "a", steps=2, grad_accum=2))
+    pulled = []
+
+    def stream():
+        step = 0
+        while True:
+            pulled.append(step)
+            yield make_batch(step)
+            step += 1
+
+    result = train(model(), mse, stream(), config(tmp_path / "b", steps=3, grad_accum=4))
+    assert result["step"] == 3 and len(pulled) == 12
+
+
 def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="'loss'"):
         train(model(), lambda m, b: {"mse": mse(m, b)["loss"]}, make_batch, config(tmp_path))
@@ -201,6 +248,17 @@ def test_train_tokenizer_fresh_runs_are_identical_and_resume_checks_the_config(t
     with pytest.raises(ConfigError, match=r"network\.channels") as info:
         train_tokenizer(_magvit_raw(tmp_path / "a", steps=4, channels=8))
     assert "was 4, now 8" in str(info.value) and "allow_config_change" in str(info.value)
+
+
+def test_train_tokenizer_accumulates_gradients_over_micro_batches(tmp_path):
+    from videopoet.core.tokenizer_training import train_tokenizer
+
+    raw = _magvit_raw(tmp_path / "acc")
+    raw["train"]["grad_accum"] = 2
+    result = train_tokenizer(raw)
+    assert result["step"] == 3 and len([r for r in _records(tmp_path / "acc") if "loss" in r]) == 3
+    recorded = json.loads((tmp_path / "acc" / "train_config.json").read_text())
+    assert recorded["train"]["grad_accum"] == 2
 
 
 def test_decoder_fine_tune_keeps_every_token_id_and_learns_a_second_size(tmp_path):

@@ -601,9 +601,11 @@ class MixtureSampler:
             pool = self.image if rng.random() < share else self.video
         return rng.choices(pool, weights=[self.weights[t] for t in pool])[0]
 
-    def batch(self, step: int, batch_size: int | None = None) -> dict[str, Any]:
+    def batch(self, step: int, micro: int = 0, batch_size: int | None = None) -> dict[str, Any]:
+        """The batch of ``step`` (micro-batch ``micro`` of ``train.grad_accum``: each its own
+        task and group, as AGD wants; the stage is the step's)."""
         seed = self.config.train.seed
-        rng = random.Random(f"{seed}/{self.split}/{step}")
+        rng = random.Random(f"{seed}/{self.split}/{step}" + (f"/{micro}" if micro else ""))
         task = self.pick_task(rng, step)
         return self.task_batch(task, rng, batch_size)
 

@@ -17,9 +17,18 @@ API (small on purpose)::
   generator's adversarial term through detached discriminator weights, so one ``loss`` trains
   both (see :mod:`videopoet.plugins.magvit.losses`).
 - ``batches``: either a callable ``batches(step) -> batch`` (preferred: a resumed run sees the
-  same batches as an uninterrupted one) or an iterable that is drawn from once per step. A batch
-  is anything ``loss_fn`` accepts; tensors in it (also inside dicts, lists and tuples) are moved
-  to ``config.device`` for you.
+  same batches as an uninterrupted one) or an iterable that is drawn from once per micro-batch.
+  A batch is anything ``loss_fn`` accepts; tensors in it (also inside dicts, lists and tuples)
+  are moved to ``config.device`` for you.
+- **Gradient accumulation** (``grad_accum: K``, default 1): each optimizer step draws K
+  micro-batches, ``batches(step, micro)`` for ``micro`` in ``0 … K-1`` (a callable that takes
+  no ``micro`` is a ConfigError naming ``train.grad_accum``), back-propagates each loss divided
+  by K and steps once: when every micro-batch's loss is a mean over rows of equal weight, the
+  step is the one of a K-times larger batch, in a K-th of the memory. ``step`` stays the
+  optimizer step (schedules, checkpoints, ``steps``); logged values are means over the
+  micro-batches that hold them (``loss/<task>`` over that task's micro-batches). Under DDP the
+  gradients are all-reduced once per step (``no_sync`` for the others), under FSDP2 likewise
+  (``set_requires_gradient_sync``).
 - ``eval_fn(model) -> dict[str, float]``: called under ``torch.no_grad()`` with the model in
   eval mode, every ``eval_every`` steps and after the last step.
 - ``model_config``: if given, every checkpoint directory is also a
@@ -108,8 +117,10 @@ do not fit one device. ``loss_fn`` still receives the plain module.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import gc
+import inspect
 import json
 import logging
 import math
@@ -190,6 +201,12 @@ class TrainConfig(BaseModel):
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
     batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="micro-batches whose gradients are averaged into one optimizer step: a "
+        "step sees batch_size × grad_accum rows (the global batch_size under torchrun)",
+    )
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: off")
     eval_every: int = Field(0, ge=0, description="0: evaluate only after the last step")
     checkpoint_every: int = Field(500, ge=0, description="0: checkpoint only at the end")
@@ -850,6 +867,69 @@ def _scalars(values: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _check_loss(
+    loss: torch.Tensor,
+    step: int,
+    ctx: Distributed,
+    wrapped: torch.nn.Module | None,
+    config: TrainConfig,
+    began: float,
+) -> bool:
+    """Raise on a non-finite loss; under torchrun on every rank at once (the loss is
+    all-reduced with the time-limit flag, so every rank also stops together). Returns whether
+    some rank is over the time limit (False in one process: the loop checks it itself)."""
+    if wrapped is None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+        return False
+    over = config.time_limit_s is not None and time.monotonic() - began > config.time_limit_s
+    shared = torch.stack([loss.detach().float(), torch.tensor(float(over), device=loss.device)])
+    dist.all_reduce(shared)
+    mean_loss, over_somewhere = (shared / ctx.world).tolist()
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"loss is {mean_loss} at step {step} (rank mean)")
+    return over_somewhere > 0
+
+
+def _mean_of(records: list[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over the records that hold it (a task's loss over its micro-batches)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for record in records:
+        for key, value in record.items():
+            sums[key] = sums.get(key, 0.0) + value
+            counts[key] = counts.get(key, 0) + 1
+    return {key: total / counts[key] for key, total in sums.items()}
+
+
+def _micro_batches(batches: Callable[..., Any], accum: int) -> Callable[[int, int], Any]:
+    """``draw(step, micro)``: ``batches(step)`` itself without accumulation."""
+    if accum == 1:
+        return lambda step, micro: batches(step)
+    try:
+        inspect.signature(batches).bind(0, 0)
+    except TypeError:
+        raise ConfigError(
+            "train.grad_accum",
+            accum,
+            f"1: this trainer's batches ({getattr(batches, '__qualname__', batches)!s}) takes "
+            "only the step, no micro-batch index",
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the call say what is wrong
+        pass
+    return batches
+
+
+def _gradient_sync(wrapped: torch.nn.Module | None, fsdp: bool, sync: bool) -> Any:
+    """Gradients are averaged over the ranks on a step's last micro-batch only."""
+    if wrapped is None:
+        return contextlib.nullcontext()
+    if fsdp:
+        wrapped.set_requires_gradient_sync(sync)  # type: ignore[operator]
+        return contextlib.nullcontext()
+    return contextlib.nullcontext() if sync else wrapped.no_sync()  # type: ignore[operator]
+
+
 def _append_metrics(out_dir: Path, record: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / METRICS_NAME, "a") as handle:
@@ -972,7 +1052,7 @@ def train(
                 {"step": start, "config_change": {k: list(v) for k, v in changes.items()}},
             )
     autocast = config.dtype == "bfloat16"
-    draw = batches if callable(batches) else None
+    draw = _micro_batches(batches, config.grad_accum) if callable(batches) else None
     iterator = None if draw is not None else iter(batches)  # type: ignore[arg-type]
 
     from tqdm.auto import tqdm
@@ -996,40 +1076,35 @@ def train(
     step = start
     try:
         while step < config.steps:
-            batch = draw(step) if draw is not None else next(iterator)  # type: ignore[arg-type]
-            if ctx.active:
-                batch = shard_batch(batch, ctx.rank, ctx.world)
-            batch = to_device(batch, device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                losses = wrapped(batch) if wrapped is not None else loss_fn(work, batch)
-            if "loss" not in losses:
-                raise ConfigError("loss_fn", sorted(losses), "a dict holding the key 'loss'")
-            loss = losses["loss"]
-            if wrapped is not None:  # every rank sees the mean loss and stops together
-                over = (
-                    config.time_limit_s is not None
-                    and time.monotonic() - began > config.time_limit_s
-                )
-                shared = torch.stack(
-                    [loss.detach().float(), torch.tensor(float(over), device=loss.device)]
-                )
-                dist.all_reduce(shared)
-                mean_loss, over_somewhere = (shared / ctx.world).tolist()
-                if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"loss is {mean_loss} at step {step} (rank mean)")
-            elif not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            micro_losses: list[Mapping[str, Any]] = []
+            for micro in range(config.grad_accum):
+                batch = draw(step, micro) if draw is not None else next(iterator)  # type: ignore[arg-type]
+                if ctx.active:
+                    batch = shard_batch(batch, ctx.rank, ctx.world)
+                batch = to_device(batch, device)
+                with _gradient_sync(wrapped, fsdp, micro == config.grad_accum - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                        losses = wrapped(batch) if wrapped is not None else loss_fn(work, batch)
+                    if "loss" not in losses:
+                        raise ConfigError(
+                            "loss_fn", sorted(losses), "a dict holding the key 'loss'"
+                        )
+                    loss = losses["loss"]
+                    over_somewhere = _check_loss(loss, step, ctx, wrapped, config, began)
+                    (loss / config.grad_accum if config.grad_accum > 1 else loss).backward()
+                micro_losses.append(
+                    {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in losses.items()}
+                )
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             step += 1
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
-                logged = _scalars(losses)
+                logged = _mean_of([_scalars(values) for values in micro_losses])
                 if ctx.active:
                     logged = _mean_over_ranks(logged, ctx.world)
                 if ctx.main:
@@ -1038,7 +1113,7 @@ def train(
                         out_dir, {"step": step, "lr": optimizer.param_groups[0]["lr"], **logged}
                     )
             if wrapped is not None:
-                out_of_time = over_somewhere > 0
+                out_of_time = over_somewhere
             else:
                 out_of_time = (
                     config.time_limit_s is not None

@@ -213,15 +213,17 @@ class EncodecTrainingAdapter:
             clips.append(torch.nn.functional.pad(wav, (0, length - wav.shape[-1])))
         return torch.stack(clips)
 
-    def batches(self, step: int) -> dict[str, Any]:
+    def batches(self, step: int, micro: int = 0) -> dict[str, Any]:
         """``{"audio": (batch, 1, crop) random crops, "step": step}``; the same for the same
-        step and seed (the step schedules the loss, see ``loss.log_spectral_start``)."""
-        return {"audio": self._crops(step), "step": step}
+        step, micro-batch and seed (the step schedules the loss, see
+        ``loss.log_spectral_start``; micro-batch ``micro`` of ``train.grad_accum`` draws the
+        crops of draw ``step × grad_accum + micro``)."""
+        return {"audio": self._crops(step * self.train_config.grad_accum + micro), "step": step}
 
-    def _crops(self, step: int) -> torch.Tensor:
+    def _crops(self, draw: int) -> torch.Tensor:
         if self.world is not None:
-            return self._world_batch(step)
-        gen = torch.Generator().manual_seed(self.data.seed * 1_000_003 + step)
+            return self._world_batch(draw)
+        gen = torch.Generator().manual_seed(self.data.seed * 1_000_003 + draw)
         picks = torch.multinomial(self._weights, self.train_config.batch_size, True, generator=gen)
         out = []
         for index in picks.tolist():

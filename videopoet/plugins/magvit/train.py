@@ -97,15 +97,16 @@ class MagvitTrainingAdapter:
         self.model_config = tokenizer.config_dict()
         self._eval_videos: dict[tuple[int, int], torch.Tensor] = {}
 
-    def batches(self, step: int) -> dict[str, Any]:
+    def batches(self, step: int, micro: int = 0) -> dict[str, Any]:
         d = self.data
-        rng = random.Random(d.seed * 7919 + step)
+        draw = step * self.train_config.grad_accum + micro  # micro-batch of train.grad_accum
+        rng = random.Random(d.seed * 7919 + draw)
         image = rng.random() < d.image_fraction
         n = self.train_config.batch_size
-        indices = [step * n + i for i in range(n)]
+        indices = [draw * n + i for i in range(n)]
         frames = 1 if image else d.frames
         sizes = d.all_sizes()
-        height, width = sizes[step % len(sizes)]
+        height, width = sizes[draw % len(sizes)]
         if self.loss.object_weight == 0:
             return {
                 "video": make_batch(indices, frames, height, width, d.world()),

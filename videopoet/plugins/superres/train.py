@@ -343,8 +343,9 @@ class SuperResTraining:
             "text_mask": text_mask & text_kept[:, None],
         }
 
-    def batches(self, step: int) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(self.plan.train.seed * 1_000_003 + step)
+    def batches(self, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
+        draw = step * self.plan.train.grad_accum + micro  # micro-batch of train.grad_accum
+        gen = torch.Generator().manual_seed(self.plan.train.seed * 1_000_003 + draw)
         size = self.plan.train.batch_size
         rows = torch.randint(len(self.train_set["indices"]), (size,), generator=gen).tolist()
         return self._example(rows, self.train_set, gen, train=True)
