@@ -163,6 +163,19 @@ def test_training_lowers_the_loss_and_writes_a_loadable_bundle(shards, tiny_bund
         assert torch.equal(value, weights[name]), name
     with pytest.raises(ConfigError, match="kept checkpoints"):
         bundle_from_run(tmp_path / "run", tmp_path / "nope", 7)
+    # every checkpoint, and the run folder (its newest), loads as an Engine bundle as it is
+    at_step = Engine.from_pretrained(tmp_path / "run" / "checkpoints" / "step_00000030")
+    newest = Engine.from_pretrained(tmp_path / "run")
+    for loaded in (at_step, newest):
+        assert loaded.generation == engine.generation
+        for name, value in loaded.lm.state_dict().items():
+            assert torch.equal(value, weights[name]), name
+    again = at_step.generate(
+        "t2v", text="a red square moves left on a dark blue background", seed=0
+    )
+    assert torch.equal(again.tokens, out.tokens)
+    with pytest.raises(ConfigError, match="bundle"):
+        Engine.from_pretrained(tmp_path / "run" / "checkpoints")  # neither
 
 
 def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(

@@ -23,6 +23,7 @@ import torch
 
 from videopoet.core.bundle import (
     AUDIO_DIR,
+    BUNDLE_NAME,
     DEMO_FORMATS,
     LM_DIR,
     PAPER_FORMATS,
@@ -235,11 +236,18 @@ class Engine:
     def from_pretrained(
         cls, directory: str | Path, device: str | torch.device = "cpu", registry: Any = None
     ) -> Engine:
-        """Load a bundle; a vocabulary that conflicts with the installed plugins is an error."""
+        """Load a bundle; a vocabulary that conflicts with the installed plugins is an error.
+
+        An LM training run's checkpoint (``RUN/checkpoints/step_N``) or run folder (its newest
+        checkpoint) loads too: the run's starting bundle with the checkpoint's LM weights."""
         from videopoet.core.lm_checkpoint import load_lm
+        from videopoet.core.lm_training import engine_from_run, run_checkpoint
         from videopoet.core.plugins import get_registry
 
         directory = Path(directory)
+        found = None if (directory / BUNDLE_NAME).is_file() else run_checkpoint(directory)
+        if found is not None:
+            return engine_from_run(*found, device=device, registry=registry)[0]
         config = read_bundle_config(directory)
         registry = registry if registry is not None else get_registry()
         visual = audio = (None, None)

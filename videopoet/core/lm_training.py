@@ -780,8 +780,48 @@ def bundle_from_run(
 
     Its ``generation`` section is the run config's (else the starting bundle's), with the
     ``KEY=VALUE`` / ``TASK.KEY=VALUE`` items of ``generation`` applied over it."""
+    from videopoet.core.generation_config import apply_overrides
+
+    engine, chosen = engine_from_run(run_dir, step)
+    engine.generation = apply_overrides(engine.generation, generation)
+    return engine.save_pretrained(out, description=f"{run_dir} at step {chosen}")
+
+
+def run_checkpoint(path: str | Path) -> tuple[Path, int | None] | None:
+    """``(run folder, step)`` when ``path`` is an LM training run's checkpoint
+    (``RUN/checkpoints/step_N``), ``(run folder, None)`` for the run folder itself (its newest
+    checkpoint); None for anything else. What lets every checkpoint load as a bundle."""
+    path = Path(path)
+    if path.name.startswith("step_") and path.parent.name == "checkpoints":
+        run, step = path.parent.parent, path.name.removeprefix("step_")
+        return (run, int(step)) if step.isdigit() and _is_lm_run(run) else None
+    return (path, None) if _is_lm_run(path) and (path / "checkpoints").is_dir() else None
+
+
+def _is_lm_run(run_dir: Path) -> bool:
+    from videopoet.core.serialization import load_json
+
+    record = run_dir / "train_config.json"
+    if not record.is_file():
+        return False
+    try:
+        recorded = load_json(record)
+    except ValueError:
+        return False
+    return isinstance(recorded, dict) and bool(recorded.get("bundle")) and "mixture" in recorded
+
+
+def engine_from_run(
+    run_dir: str | Path,
+    step: int | None = None,
+    device: str | torch.device = "cpu",
+    registry: Any = None,
+) -> tuple[Any, int]:
+    """The Engine of a training run's checkpoint (the newest, or ``step``): the starting
+    bundle the run's ``train_config.json`` names, with the checkpoint's LM weights and the
+    run's ``generation`` section. Returns ``(engine, step)``."""
     from videopoet.core.engine import Engine
-    from videopoet.core.generation_config import apply_overrides, parse_generation
+    from videopoet.core.generation_config import parse_generation
     from videopoet.core.serialization import load_json
     from videopoet.core.training import list_checkpoints, load_checkpoint_weights
 
@@ -799,10 +839,10 @@ def bundle_from_run(
     bundle = recorded.get("bundle")
     if not bundle:
         raise ConfigError(str(record), None, "the run's config with its starting bundle")
-    engine = Engine.from_pretrained(bundle)
+    engine = Engine.from_pretrained(bundle, device=device, registry=registry)
     if recorded.get("generation") is not None:
         engine.generation = parse_generation(recorded["generation"], f"{record}: generation")
-    engine.generation = apply_overrides(engine.generation, generation)
     state = load_checkpoint_weights(checkpoints[chosen])
     engine.lm.load_state_dict(state)
-    return engine.save_pretrained(out, description=f"{run_dir} at step {chosen}")
+    engine.lm.to(device)
+    return engine, chosen
