@@ -21,6 +21,7 @@ from videopoet.data import world
 from videopoet.data.evaluation import FIGURES, PROBES, Output
 
 FMT = type("Fmt", (), {"frames": 17, "height": 64, "width": 64})()
+IMAGE_FMT = type("Fmt", (), {"frames": 1, "height": 64, "width": 64})()
 
 
 def _noise(like: torch.Tensor, seed: int, scale: float = 1.0) -> torch.Tensor:
@@ -32,7 +33,8 @@ def _figures(task: str, make_output, count: int = 3) -> dict:
     """A probe's figures when ``make_output(item, n)`` stands in for the generated media."""
     probe = PROBES[task]
     rows = []
-    for n, (_, item) in enumerate(ev.held_out(probe, count, FMT, None, {})):
+    fmt = IMAGE_FMT if probe.image else FMT
+    for n, (_, item) in enumerate(ev.held_out(probe, count, fmt, None, {})):
         rows.append(probe.measure(make_output(item, n), item, probe.inputs(item, n)))
     return probe.summarize(rows)
 
@@ -109,8 +111,35 @@ def test_pitch_height_correlation_on_ground_truth_and_mismatch(task):
 
 
 def test_pitch_tasks_use_vertically_moving_clips():
-    for _, item in ev.held_out(PROBES["a2v"], 4, FMT, None, {}):
-        assert item.motion in ev.VERTICAL
+    for task in ("a2v", "v2a", "avcont"):
+        for _, item in ev.held_out(PROBES[task], 4, FMT, None, {}):
+            assert item.motion in ev.VERTICAL
+
+
+def test_t2i_accuracy_on_ground_truth_and_noise():
+    assert _figures("t2i", _truth) == {"t2i_color_acc": 1.0, "t2i_shape_acc": 1.0}
+    noise = _figures("t2i", _noisy)
+    assert noise["t2i_color_acc"] + noise["t2i_shape_acc"] <= 2 / 3
+
+
+def test_avcont_continuation_and_its_own_pitch_height_agreement():
+    truth = _figures("avcont", _truth)
+    assert truth["avcont_position_error"] < 0.5
+    assert truth["avcont_corr"] > 0.95 and truth["avcont_measured"] == 3
+    noise = _figures("avcont", _noisy)
+    error = noise["avcont_position_error"]
+    assert error is None or error > 10.0
+    assert noise["avcont_corr"] is None or abs(noise["avcont_corr"]) < 0.5
+
+
+@pytest.mark.parametrize("task", ["uncond", "uncond_image"])
+def test_unconditional_frechet_distance_is_zero_on_the_real_set_and_large_on_noise(task):
+    key = f"{task}_fd"
+    assert _figures(task, _truth, count=4)[key] == pytest.approx(0.0, abs=1e-6)
+    blank = _figures(task, lambda item, n: Output(torch.zeros_like(item.video), None, 16000), 4)
+    assert blank[key] > 0.5
+    assert _figures(task, _noisy, count=4)[key] > 0.5
+    assert PROBES[task].summarize([{"features": [0.0], "real": [0.0]}]) == {key: None}
 
 
 class _Codec:
@@ -209,7 +238,13 @@ def test_evaluate_json_has_every_figure_and_the_untrained_block(report, small_bu
         for key in FIGURES:
             value = block[key]
             # correlations and position errors are null when nothing could be measured
-            nullable = key in ("a2v_corr", "v2a_corr", "fp_position_error")
+            nullable = key in (
+                "a2v_corr",
+                "v2a_corr",
+                "fp_position_error",
+                "avcont_corr",
+                "avcont_position_error",
+            )
             assert (value is None and nullable) or math.isfinite(value), (key, value)
         assert 0 <= block["t2v_found"] <= 2 and 0 <= block["fp_measured"] <= 2
         for key in ("t2v_color_acc", "t2v_shape_acc", "t2v_direction_acc"):

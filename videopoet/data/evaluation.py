@@ -53,6 +53,16 @@ FIGURES: dict[str, tuple[str, str]] = {
     "v2a_corr": ("v2a", "input height vs generated pitch (Pearson)"),
     "v2a_measured": ("v2a", "clips with a defined correlation"),
     "i2v_first_frame_psnr": ("i2v", "frame 0 vs the given image (dB)"),
+    "t2i_color_acc": ("t2i", "object colour = caption's (fraction of images)"),
+    "t2i_shape_acc": ("t2i", "object shape = caption's (fraction of images)"),
+    "avcont_position_error": ("avcont", "object centre error after the given frames (px)"),
+    "avcont_corr": ("avcont", "generated height vs generated pitch (Pearson)"),
+    "avcont_measured": ("avcont", "clips with a defined correlation"),
+    "uncond_fd": ("uncond", "Fréchet distance of analyser features to real clips (lower: better)"),
+    "uncond_image_fd": (
+        "uncond_image",
+        "Fréchet distance of analyser features to real images (lower: better)",
+    ),
     "visual_tokenizer_psnr": ("tokenizer", "encode/decode of the same clips (dB)"),
     "visual_tokenizer_color_acc": (
         "tokenizer",
@@ -161,6 +171,7 @@ class Probe:
     """How one task is evaluated: its inputs from a world sample, its figure on the output."""
 
     task: str = ""
+    image: bool = False  #: measured on held-out images (the bundle's image format)
 
     def picks(self, item: world.WorldSample) -> bool:
         """Whether a held-out sample is used (by default every one)."""
@@ -315,6 +326,92 @@ class ImageToVideo(Probe):
         return {"i2v_first_frame_psnr": _mean(r["psnr"] for r in rows)}
 
 
+class TextToImage(Probe):
+    """A held-out image's caption (it names no motion)."""
+
+    task = "t2i"
+    image = True
+
+    def inputs(self, item, n):
+        return {"text": item.caption}
+
+    def measure(self, out, item, given):
+        return caption_matches(out.video, item)
+
+    def summarize(self, rows):
+        return {
+            "t2i_color_acc": _mean(r["color"] for r in rows),
+            "t2i_shape_acc": _mean(r["shape"] for r in rows),
+        }
+
+
+class AudioVideoContinuation(Probe):
+    """The first frames of a held-out clip whose object moves vertically, and their sound: the
+    continued object's centre against the truth, and the continued pair's own height-pitch
+    correlation (does the generated sound follow the generated motion)."""
+
+    task = "avcont"
+    condition_frames = 5
+
+    def picks(self, item):
+        return item.motion in VERTICAL
+
+    def inputs(self, item, n):
+        return {"video": item.video, "audio": item.audio.reshape(-1)}
+
+    def measure(self, out, item, given):
+        error = position_errors(out.video, item, self.condition_frames)
+        found = np.isfinite(error)
+        return {
+            "error": float(error[found].mean()) if found.any() else math.nan,
+            "corr": pitch_height(out.video, out.audio, out.sample_rate),
+        }
+
+    def summarize(self, rows):
+        corr = [r["corr"] for r in rows]
+        return {
+            "avcont_position_error": _mean(r["error"] for r in rows),
+            "avcont_corr": _mean(corr),
+            "avcont_measured": int(sum(math.isfinite(v) for v in corr)),
+        }
+
+
+class Unconditional(Probe):
+    """No input: no sample to compare one output with, so the figure is about the set, the
+    Fréchet distance of the analyser's features (colour, shape, position, size, motion, pixel
+    statistics; :class:`videopoet.data.frechet.AnalyserFeatures`) of the generated clips to
+    those of as many real held-out clips. A model that draws the world scores near the floor
+    of two real sets of that size (``videopoet evaluate --fvd`` prints it for t2v)."""
+
+    task = "uncond"
+
+    def inputs(self, item, n):
+        return {}
+
+    def measure(self, out, item, given):
+        from videopoet.data.frechet import AnalyserFeatures
+
+        features = AnalyserFeatures()
+        return {
+            "features": features.features(out.video).tolist(),
+            "real": features.features(item.video).tolist(),
+        }
+
+    def summarize(self, rows):
+        from videopoet.data.frechet import FeatureStats, frechet_distance
+
+        if len(rows) < 2:  # a covariance needs two
+            return {f"{self.task}_fd": None}
+        real = FeatureStats.of(np.array([r["real"] for r in rows]))
+        made = FeatureStats.of(np.array([r["features"] for r in rows]))
+        return {f"{self.task}_fd": _finite_or_none(frechet_distance(real, made))}
+
+
+class UnconditionalImage(Unconditional):
+    task = "uncond_image"
+    image = True
+
+
 #: the evaluated tasks, in the order they run
 PROBES: dict[str, Probe] = {
     p.task: p
@@ -327,6 +424,10 @@ PROBES: dict[str, Probe] = {
         AudioToVideo(),
         VideoToAudio(),
         ImageToVideo(),
+        TextToImage(),
+        AudioVideoContinuation(),
+        Unconditional(),
+        UnconditionalImage(),
     )
 }
 
@@ -400,6 +501,14 @@ def video_format(engine: Any, format: str | None = None) -> Any:
     if fmt not in videos:
         raise ConfigError("format", format, f"one of the bundle's video formats: {shown}")
     return fmt
+
+
+def image_format(engine: Any, video: Any) -> Any:
+    """The bundle's image format of ``video``'s size, else its first image format (None if
+    it serves no image)."""
+    images = [f for f in engine.formats if f.is_image]
+    same = [f for f in images if (f.height, f.width) == (video.height, video.width)]
+    return (same or images or [None])[0]
 
 
 def untrained_engine(engine: Any, init_seed: int = 0) -> Any:
@@ -562,11 +671,20 @@ def evaluate(
     if unknown:
         raise ConfigError("tasks", ",".join(unknown), f"tasks among {', '.join(PROBES)}")
     fmt = video_format(engine, format)
+    image_fmt = image_format(engine, fmt)
     servable = set(engine.tasks())
     skipped = {t: "the bundle cannot run it" for t in wanted if t not in servable}
-    runnable = [t for t in wanted if t in servable]
-    cache: dict[int, world.WorldSample] = {}
-    plans = {t: held_out(PROBES[t], seeds, fmt, world_config, cache, first) for t in runnable}
+    for task in wanted:
+        if PROBES[task].image and image_fmt is None and task not in skipped:
+            skipped[task] = "the bundle serves no image format"
+    runnable = [t for t in wanted if t not in skipped]
+    formats = {t: image_fmt if PROBES[t].image else fmt for t in runnable}
+    caches: dict[Any, dict[int, world.WorldSample]] = {f: {} for f in formats.values()}
+    cache = caches[fmt] = caches.get(fmt, {})
+    plans = {
+        t: held_out(PROBES[t], seeds, formats[t], world_config, caches[formats[t]], first)
+        for t in runnable
+    }
     for task, plan in plans.items():
         if not plan:
             skipped[task] = "no held-out sample it can be measured on"
@@ -588,7 +706,7 @@ def evaluate(
                 bar.set_postfix_str(f"{name} {task}")
                 try:
                     rows[name][task] = run_probe(
-                        model, probe, plans[task], fmt, given, sampling[task], bar
+                        model, probe, plans[task], formats[task], given, sampling[task], bar
                     )
                 except VideoPoetError as exc:
                     skipped[task] = f"{type(exc).__name__}: {exc}"
