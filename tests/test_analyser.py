@@ -185,3 +185,52 @@ def test_correlations(samples, analyses):
     # a still object holds its height: the correlation is undefined, not an error
     still = next(i for i, s in enumerate(samples) if s.motion == "still")
     assert math.isnan(analyser.pitch_height_correlation(analyses[still], samples[still].audio))
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    ranks = [np.argsort(np.argsort(x)).astype(np.float64) for x in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def _rms_per_amplitude(shape: str) -> float:
+    """RMS of the world's waveform for a shape at amplitude 1 (its timbres, see world._sound)."""
+    phase = np.linspace(0, 2 * np.pi, 20_000, endpoint=False)
+    if shape == "circle":
+        return 1 / math.sqrt(2)
+    power = 1 if shape == "square" else 2
+    wave = sum(np.sin(n * phase) / n**power for n in (1, 3, 5, 7))
+    return float(np.sqrt(np.mean(wave**2)) / np.abs(wave).max())
+
+
+def test_loudness_follows_the_worlds_size(one_thread):
+    """The analyser's loudness (RMS per 20 ms frame) against the world's ground truth: it
+    rises with a growing object and falls with a shrinking one (rank correlation with the
+    size), and it is the ground-truth amplitude times the shape's waveform RMS."""
+    correlations, errors = [], []
+    for motion in ("growing", "shrinking", "still", "left"):
+        config = world.WorldConfig(motions=(motion,))
+        for index in range(world.EVAL_OFFSET, world.EVAL_OFFSET + 8):
+            s = world.sample(index, 17, 32, 32, config)
+            heard = analyser.analyse_audio(s.audio)
+            # frames whose window lies wholly inside the clip (the ends are zero-padded)
+            half = analyser.WINDOW / 2 / s.sample_rate
+            inner = (heard.times >= half) & (
+                heard.times + half <= s.audio.shape[-1] / s.sample_rate
+            )
+            at = heard.times[inner] * s.fps  # in clip frames
+            size = np.interp(at, np.arange(s.frames), s.sizes.numpy())
+            amplitude = np.interp(at, np.arange(s.frames), s.loudness.numpy())
+            loud = heard.loudness[inner]
+            errors.append(np.abs(loud / (amplitude * _rms_per_amplitude(s.shape)) - 1))
+            if motion in ("growing", "shrinking"):
+                correlations.append(_rank_correlation(loud, size))
+                change = loud[-1] / loud[0]
+                assert change > 1.3 if motion == "growing" else change < 0.8, (index, change)
+    errors = np.concatenate(errors)
+    print(
+        f"loudness, growing/shrinking: rank correlation with size min {min(correlations):.4f}; "
+        f"RMS vs amplitude x shape RMS, {len(errors)} frames: relative error mean "
+        f"{errors.mean():.4f} max {errors.max():.4f}"
+    )
+    assert min(correlations) > 0.99
+    assert errors.max() < 0.03

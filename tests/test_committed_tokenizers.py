@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from videopoet.data.world import EVAL_OFFSET, sample
 from videopoet.plugins.encodec_audio.model import EncodecTokenizer
@@ -49,6 +50,32 @@ def test_committed_audio_tokenizer_keeps_the_pitch(held_out, load_benchmark):
     assert figures["audio_pitch_corr"] >= 0.85, figures
     assert figures["audio_codebook_usage"] >= 0.5, figures
     assert figures["audio_spectral_distance"] < 4.0, figures
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_committed_audio_tokenizer_ids_survive_decode_and_re_encode(held_out):
+    """encode -> decode -> encode of held-out world clips gives back most ids, level by level.
+
+    The codec is lossy (the decoder does not keep the waveform's phase exactly), so this is
+    no identity; chance is 1/64 per level. Measured on these 8 clips: level 1 0.811, level 2
+    0.553 (0.682 of all ids); the clips' codes against another clip's: 0.02-0.03."""
+    tok = EncodecTokenizer.from_pretrained(AUDIO)
+    clips = torch.stack([s.audio for s in held_out])  # (8, 1, 34000)
+    with torch.no_grad():
+        codes = tok.encode_codes(clips)
+        again = tok.encode_codes(tok.decode_codes(codes))
+    assert codes.shape == again.shape == (8, 2, 106)
+    agreement = (codes == again).float().mean((0, 2)).tolist()
+    shuffled = (codes == again.roll(1, 0)).float().mean((0, 2)).tolist()
+    overall = float((codes == again).float().mean())
+    print(
+        "re-encode id agreement per level "
+        + " / ".join(f"{a:.3f}" for a in agreement)
+        + f" (all {overall:.3f}); another clip's ids: "
+        + " / ".join(f"{a:.3f}" for a in shuffled)
+    )
+    assert agreement[0] >= 0.65 and agreement[1] >= 0.4 and overall >= 0.5
+    assert max(shuffled) < 0.1  # the agreement is the clip's own, not a few common codes
 
 
 @pytest.mark.usefixtures("one_thread")
