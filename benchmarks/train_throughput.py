@@ -1,10 +1,25 @@
 """LM trainer throughput on the task mixture: AGD batches against padded batches, one run.
 
-The step is the real trainer's (:func:`videopoet.core.training.train`): a batch drawn by
-:class:`videopoet.core.lm_training.MixtureSampler` from token shards (memory-mapped reads,
-condition dropout included), :func:`~videopoet.core.lm_training.lm_task_loss`, backward,
-gradient clipping and an AdamW step, with ``configs/lm/tiny.yaml``'s mixture, stages, batch
-size and optimiser settings. Two ways of batching the same draws:
+What is timed is the optimizer step of the LM trainer, written out here (``Run.step``) rather
+than run through :func:`videopoet.core.training.train`: the two batchings must alternate step
+by step from the same weights, and ``train`` owns its loop. Per step, inside the timer: the
+batch drawn by :class:`videopoet.core.lm_training.MixtureSampler` from token shards
+(memory-mapped reads, condition dropout included; for ``padded`` the padding too), then the
+calls ``train`` makes for one micro-batch of a one-process float32 run:
+:func:`~videopoet.core.lm_training.lm_task_loss` (the forward), backward, gradient clipping at
+``train.grad_clip`` and an AdamW step (``lr``, ``betas``, ``weight_decay`` of the config),
+with ``configs/lm/tiny.yaml``'s mixture, stages, dropout and batch size, on the CPU.
+
+Left out, and why the figures are still the trainer's step: the learning-rate schedule (the lr
+stays at ``train.lr``; its value does not change a step's cost), metrics logging, periodic
+eval and checkpoints (outside the step; they are amortised over ``log_every`` /
+``eval_every`` / ``checkpoint_every`` steps in a real run), DDP/FSDP, ``train.grad_accum``
+(K micro-batches cost K of these steps' forward and backward, with one clip and AdamW step)
+and ``train.dtype: bfloat16`` autocast (this runs float32 whatever the config says;
+``tiny.yaml`` sets neither). The figures are therefore a float32, one-process, one
+micro-batch step with its data loading, not an end-to-end ``videopoet train`` rate.
+
+Two ways of batching the same draws:
 
 ``agd``
     alternating gradient descent (paper 4.2), what the trainer does: one task at one layout
@@ -73,12 +88,16 @@ def pad_batch(batch: dict, length: int) -> dict:
 
     Pads after the target come after every real position, so no real query sees them (a
     prefix query sees the prefix and earlier positions, a target query earlier positions):
-    they need no key mask, and the loss is exactly the unpadded one."""
+    they need no key mask, and the loss is exactly the unpadded one. The grid positions (an LM
+    with ``grid_positions``) are padded with place (0, 0, 0): only the pads' own unscored
+    states see it."""
     tokens = batch["tokens"]
     rows, real = tokens.shape
     padded = dict(batch)
     padded["tokens"] = torch.nn.functional.pad(tokens, (0, length - real), value=PAD_ID)
     padded["loss_mask"] = (torch.arange(length) < real).expand(rows, length)
+    if batch.get("grid") is not None:  # (B, L, 3) or (L, 3): a pad's place is never seen
+        padded["grid"] = torch.nn.functional.pad(batch["grid"], (0, 0, 0, length - real))
     if batch.get("key_mask") is not None:  # dropped conditions stay dropped
         padded["key_mask"] = torch.nn.functional.pad(
             batch["key_mask"], (0, length - real), value=True
@@ -87,7 +106,8 @@ def pad_batch(batch: dict, length: int) -> dict:
 
 
 class Run:
-    """One model and optimiser, stepping as the shared trainer does."""
+    """One model and optimiser, stepping as the shared trainer does for one float32 micro-batch
+    (see the module docstring for what ``train`` adds around it)."""
 
     def __init__(self, model: torch.nn.Module, train) -> None:
         self.model = copy.deepcopy(model).train()
@@ -148,6 +168,11 @@ def main() -> None:
     if args.batch_size:
         train = train.model_copy(update={"batch_size": args.batch_size})
         config = config.model_copy(update={"train": train})
+    if train.dtype != "float32" or train.grad_accum != 1:
+        print(
+            f"note: train.dtype {train.dtype} and train.grad_accum {train.grad_accum} are not "
+            "applied: the step timed is one float32 micro-batch (see the docstring)"
+        )
     threads = set_threads(train.num_threads if args.threads is None else args.threads)
     torch.manual_seed(train.seed)
 

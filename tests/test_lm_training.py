@@ -17,6 +17,7 @@ from videopoet.core.lm_training import (
     MixtureSampler,
     TokenizeConfig,
     WorldData,
+    lm_task_loss,
     tokenize,
     train_lm,
 )
@@ -80,13 +81,30 @@ def test_stage_schedule_mixture_over_many_steps(shards, tiny_engine):
     assert min(counts[t] for t in video) > 0.6 * 2700 / len(video)
 
 
+def _rate(sampler, task, draws=100):
+    rows = draws * sampler.config.train.batch_size
+    return sum(sampler.task_batch(task, random.Random(k))["dropped"] for k in range(draws)) / rows
+
+
+def _group(data, batch):
+    return next(g for g in data.of("train", batch["task"]) if g.key == batch["group"])
+
+
 def test_condition_dropout_rate_and_what_it_drops(shards, tiny_engine):
+    data = TokenShards(shards)
+    dropout = {"t2v": 0.3, "a2v": 0.5, "inpaint": 0.7, "fp": 1.0}
     config = LMTrainingConfig(
-        bundle="b", shards=str(shards), dropout={"t2v": 0.3, "a2v": 0.5}, train={"batch_size": 8}
+        bundle="b",
+        shards=str(shards),
+        dropout=dropout,
+        default_dropout=0.2,
+        train={"batch_size": 8},
     )
-    sampler = MixtureSampler(TokenShards(shards), config, tiny_engine.registry)
-    dropped = [sampler.task_batch("t2v", random.Random(k))["dropped"] for k in range(100)]
-    assert sum(dropped) / 800 == pytest.approx(0.3, abs=0.05)
+    sampler = MixtureSampler(data, config, tiny_engine.registry)
+    assert _rate(sampler, "t2v") == pytest.approx(0.3, abs=0.05)
+    # a per-task override, not default_dropout, sets the rate; a task without one takes the default
+    assert _rate(sampler, "inpaint") == pytest.approx(0.7, abs=0.05)
+    assert _rate(sampler, "t2i") == pytest.approx(0.2, abs=0.05)
     batch = sampler.task_batch("t2v", random.Random(3))
     rows = batch["text_mask"].any(1)
     assert (~rows).sum() == batch["dropped"] and batch["dropped"] > 0
@@ -99,8 +117,64 @@ def test_condition_dropout_rate_and_what_it_drops(shards, tiny_engine):
     hidden = ~batch["key_mask"]
     assert hidden.any() and (batch["tokens"][hidden] == 0).all()
     assert hidden[:, batch["prefix_length"] :].sum() == 0
-    # a task with nothing to drop for guidance (frame prediction) is never dropped
-    assert all(sampler.task_batch("fp", random.Random(k))["dropped"] == 0 for k in range(10))
+    # inpainting drops only its text (cfg_drop): the masked-video condition stays, every key seen
+    for k in range(40):
+        batch = sampler.task_batch("inpaint", random.Random(k))
+        if batch["dropped"] and "text_mask" in batch:
+            break
+    kept = sampler.task_batch("inpaint", random.Random(k), dropout=False)
+    assert kept["group"] == batch["group"] and kept["dropped"] == 0
+    assert torch.equal(batch["tokens"], kept["tokens"]) and "key_mask" not in batch
+    start, stop = _group(data, batch).conditions["visual"]
+    assert (batch["tokens"][:, start:stop] != 0).all()
+    silent = ~batch["text_mask"].any(1)
+    assert silent.sum() == batch["dropped"] and kept["text_mask"].any(1).all()
+    assert (batch["text_embeddings"][silent] == 0).all()
+    # a task with nothing to drop for guidance (frame prediction) is never dropped, even at 1.0
+    assert _rate(sampler, "fp", draws=10) == 0
+    assert _rate(sampler, "uncond_image", draws=10) == 0
+    # an override of 0 switches a task's dropout off under a positive default
+    off = config.model_copy(update={"dropout": {"t2v": 0.0}})
+    assert _rate(MixtureSampler(data, off, tiny_engine.registry), "t2v", draws=20) == 0
+
+
+@pytest.fixture(scope="module")
+def v2a_shards(tiny_bundle, tmp_path_factory):
+    """Video-to-audio, the task whose guidance drops a visual condition (cfg_drop: visual)."""
+    out = tmp_path_factory.mktemp("v2a_shards") / "tiny"
+    data = WorldData(examples_per_task=4, eval_examples_per_task=0)
+    tokenize(
+        TokenizeConfig(bundle=str(tiny_bundle), out=str(out), tasks=["v2a"], world=data),
+        progress=False,
+    )
+    return out
+
+
+def test_condition_dropout_of_a_visual_condition(v2a_shards, tiny_engine):
+    data = TokenShards(v2a_shards)
+    assert tiny_engine.registry.task("v2a").cfg_drop == ("visual",)
+    config = LMTrainingConfig(
+        bundle="b", shards=str(v2a_shards), dropout={"v2a": 0.4}, train={"batch_size": 8}
+    )
+    sampler = MixtureSampler(data, config, tiny_engine.registry)
+    assert _rate(sampler, "v2a") == pytest.approx(0.4, abs=0.05)
+    for k in range(20):
+        batch = sampler.task_batch("v2a", random.Random(k))
+        if 0 < batch["dropped"] < 8:
+            break
+    kept = sampler.task_batch("v2a", random.Random(k), dropout=False)
+    start, stop = _group(data, batch).conditions["visual"]
+    dropped = ~batch["key_mask"].all(1)
+    assert dropped.sum() == batch["dropped"]
+    # a dropped row's video tokens are <pad> and hidden as keys; nothing else changes
+    assert (batch["tokens"][dropped, start:stop] == 0).all()
+    assert not batch["key_mask"][dropped, start:stop].any()
+    outside = torch.ones(batch["tokens"].shape[1], dtype=torch.bool)
+    outside[start:stop] = False
+    assert batch["key_mask"][:, outside].all()
+    assert torch.equal(batch["tokens"][:, outside], kept["tokens"][:, outside])
+    assert torch.equal(batch["tokens"][~dropped], kept["tokens"][~dropped])
+    assert (kept["tokens"][dropped, start:stop] != 0).all()  # there was a video to drop
 
 
 def test_bad_mixture_and_dropout_name_the_field(shards, tiny_engine):
@@ -242,20 +316,57 @@ def test_gradient_accumulation_draws_a_group_per_micro_batch(
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # twice the rows per step
 
 
-def test_task_adaptation_on_the_example_plugins_task(shards, tiny_bundle, tmp_path):
-    config = _config(tiny_bundle, shards, tmp_path, steps=8)
+def test_task_adaptation_on_the_example_plugins_task(shards, tiny_bundle, tiny_engine, tmp_path):
+    """Adapting on the example plugin's ``reverse`` lowers its held-out loss below the starting
+    bundle's, and the adapted bundle generates it (a video in, the video out)."""
+    from videopoet.core.engine import Engine
+    from videopoet.data.world import make_batch
+
+    config = _config(tiny_bundle, shards, tmp_path, steps=12, eval_every=4, checkpoint_every=12)
     config["mixture"] = {"reverse": 1.0}
+    config["train"]["lr"] = 1e-3  # 3e-3 overshoots the held-out loss on the first steps
     result = train_lm(config)
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text()
-    assert "loss/reverse" in lines and "loss/t2v" not in lines.split('"eval"')[0]
-    adapted = train_lm(
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    trained = [r for r in records if "loss" in r]
+    evals = [(r["step"], r["eval"]) for r in records if "eval" in r]
+    assert trained and all(
+        {k for k in r if k.startswith("loss/")} == {"loss/reverse"} for r in trained
+    )
+    assert [step for step, _ in evals] == [4, 8, 12]
+    assert all(set(e) == {"loss", "loss/reverse"} for _, e in evals)  # only the adapted task
+
+    # the starting bundle's held-out loss, as the trainer's eval computes it
+    parsed = LMTrainingConfig(**config)
+    held_out = MixtureSampler(TokenShards(shards), parsed, tiny_engine.registry, "eval")
+
+    def held_out_loss(engine):
+        batch = held_out.task_batch("reverse", random.Random("eval/reverse/0"), dropout=False)
+        with torch.no_grad():
+            return float(lm_task_loss(engine.lm.eval(), batch)["loss"])
+
+    start = held_out_loss(tiny_engine)
+    adapted = Engine.from_pretrained(result["bundle"])
+    last = evals[-1][1]["loss/reverse"]
+    assert held_out_loss(adapted) == pytest.approx(last, rel=1e-5)  # the same measure
+    shown = [round(e["loss/reverse"], 3) for _, e in evals]
+    print(f"held-out loss/reverse: start {start:.3f}, evals {shown}")
+    assert all(e["loss/reverse"] < start for _, e in evals)
+    assert last < start - 0.5
+
+    clip = make_batch([5], 17, 64, 64)[0]  # a world clip, (3, T, H, W) in [-1, 1]
+    out = adapted.generate("reverse", video=clip, seed=0)
+    assert out.task == "reverse" and out.video.shape == (1, 3, 17, 64, 64)
+    assert torch.isfinite(out.video).all() and out.video.abs().max() <= 1
+
+    again = train_lm(
         {
-            **_config(tiny_bundle, shards, tmp_path / "second", steps=4),
+            **_config(tiny_bundle, shards, tmp_path / "second", steps=2),
             "bundle": result["bundle"],
             "mixture": {"reverse": 1.0},
         }
     )
-    assert adapted["step"] == 4
+    assert again["step"] == 2 and again["resumed_from"] is None
 
 
 @pytest.mark.parametrize(
@@ -336,3 +447,48 @@ def test_a_mapping_override_replaces_its_section_and_a_dotted_one_changes_one_fi
     assert load_config(path, ["mixture=null"])["mixture"] is None
     nested = load_config(path, ["stages={first_fraction: 0.5}"])["stages"]
     assert nested == {"first_fraction": 0.5}
+
+
+@pytest.fixture(scope="module")
+def t5_folder(tmp_path_factory):
+    """A tiny randomly initialised local T5 encoder (width 32), saved as a user's T5 is."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    folder = tmp_path_factory.mktemp("t5")
+    words = ["<pad>", "</s>", "<unk>", "a", "red", "square", "moves", "left"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
+    config = T5Config(vocab_size=len(words), d_model=32, d_kv=8, num_heads=2, num_layers=1, d_ff=64)
+    torch.manual_seed(0)
+    T5EncoderModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("name,width", [("minilm", 384), ("hash", 64), ("t5", 32)])
+def test_the_text_projection_is_sized_from_the_bundles_text_encoder(
+    name, width, t5_folder, tmp_path
+):
+    """The LM's text_dim is the width of the encoder the bundle names (not a fixed 384), and
+    it survives the bundle round trip the trainer starts from."""
+    from videopoet.cli_generate import TINY_VISUAL
+    from videopoet.core.engine import Engine
+
+    options = {"path": str(t5_folder)} if name == "t5" else None
+    engine = Engine.create(
+        preset="tiny", visual_dir=TINY_VISUAL, text_encoder=name, text_options=options
+    )
+    assert engine.text_encoder.dim == width
+    assert engine.lm.config.text_dim == engine.text_encoder.dim
+    assert tuple(engine.lm.text_proj.weight.shape) == (width, engine.lm.config.d_model)
+    embedded = engine.text_encoder.encode(["a red square moves left"]).embeddings
+    assert embedded.shape[-1] == engine.lm.config.text_dim  # what the LM is fed fits
+    engine.save_pretrained(tmp_path / "bundle")
+    loaded = Engine.from_pretrained(tmp_path / "bundle")
+    assert loaded.lm.config.text_dim == loaded.text_encoder.dim == width
