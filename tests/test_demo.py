@@ -2,7 +2,8 @@
 
 The quick demo runs through the command line and every medium it writes must decode; the
 cases outside the quick set run once each without the untrained reference; the pictures,
-the gallery's HTML and the folder rules are checked on their own.
+the gallery's HTML and the folder rules are checked on their own. One slow test runs the
+quick demo (and super-resolution) on the committed trained bundle, the command's default.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def _check_decodes(path: Path, sound: bool | None = None) -> None:
             assert sum(f.samples for f in container.decode(audio=0)) > 0, path
 
 
+def _check_media(folder: Path, report: dict) -> None:
+    """Every medium the gallery in ``folder`` shows is a relative path that decodes (with
+    sound where demo.json says so), of every kind, and nothing else was written."""
+    sources = _sources(folder / "index.html")
+    assert sources and all(s.startswith("media/") for s in sources)  # relative paths only
+    kinds = {Path(s).suffix for s in sources}
+    assert kinds == {".mp4", ".png", ".wav"}
+    records = {
+        r["path"]: r
+        for e in report["entries"]
+        for r in e["inputs"] + e["outputs"] + e["reference_outputs"]
+        if "path" in r
+    }
+    for source in sources:
+        _check_decodes(folder / source, records.get(source, {}).get("sound"))
+    on_disk = {f"media/{p.name}" for p in (folder / "media").iterdir()}
+    assert on_disk == set(sources)  # nothing written that the page does not show
+
+
 @pytest.fixture(scope="module")
 def quick_gallery(tiny_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "gallery"
@@ -54,20 +74,7 @@ def test_quick_demo_writes_a_gallery_whose_media_all_decode(quick_gallery):
     report = json.loads((quick_gallery / "demo.json").read_text())
     assert [e["key"] for e in report["entries"]] == list(cases.QUICK)
     assert not [e["key"] for e in report["entries"] if e["skipped"]]
-    sources = _sources(index)
-    assert sources and all(s.startswith("media/") for s in sources)  # relative paths only
-    kinds = {Path(s).suffix for s in sources}
-    assert kinds == {".mp4", ".png", ".wav"}
-    records = {
-        r["path"]: r
-        for e in report["entries"]
-        for r in e["inputs"] + e["outputs"] + e["reference_outputs"]
-        if "path" in r
-    }
-    for source in sources:
-        _check_decodes(quick_gallery / source, records.get(source, {}).get("sound"))
-    on_disk = {f"media/{p.name}" for p in (quick_gallery / "media").iterdir()}
-    assert on_disk == set(sources)  # nothing written that the page does not show
+    _check_media(quick_gallery, report)
     # every figure has the bundle's value and the untrained reference's beside it
     figures = [f for e in report["entries"] for f in e["figures"]]
     assert figures and all(f["samples"] == 1 for f in figures)
@@ -85,6 +92,75 @@ def test_quick_demo_sound_is_muxed_where_the_gallery_says(quick_gallery):
     assert output["sound"] is True
     with av.open(str(quick_gallery / output["path"])) as container:
         assert container.streams.video and container.streams.audio
+
+
+@pytest.mark.slow  # about 2 min with 2 threads (super-resolution alone about 50 s)
+def test_quick_demo_on_the_committed_trained_bundle(tmp_path, monkeypatch, capsys):
+    """`videopoet demo --quick` with its default bundle (the committed trained one), plus
+    super-resolution: the gallery is whole, every medium decodes, every generation samples
+    with the bundle's defaults (its tuned a2v, t2v, v2a settings included) and super-resolution
+    uses the bundle's refiner. The figures (one sample each) are not compared: noise."""
+    from videopoet.cli_demo import DEFAULT_BUNDLE
+    from videopoet.core.engine import Engine
+    from videopoet.core.generation_config import parse_generation
+
+    config = json.loads((DEFAULT_BUNDLE / "bundle.json").read_text())
+    defaults = parse_generation(config["generation"])
+    generate, refine = Engine.generate, Engine.refine
+    sampled: list[tuple[str, dict]] = []
+    refined: list[str] = []
+
+    def recording_generate(self, task, **options):
+        result = generate(self, task, **options)
+        sampled.append((task, result.sampling))
+        return result
+
+    def recording_refine(self, name, *args, **options):
+        refined.append(name)
+        return refine(self, name, *args, **options)
+
+    monkeypatch.setattr(Engine, "generate", recording_generate)
+    monkeypatch.setattr(Engine, "refine", recording_refine)
+    monkeypatch.chdir(DEFAULT_BUNDLE.parents[1])  # the repository: the header's path is relative
+    out = tmp_path / "gallery"
+    keys = [*cases.QUICK, "superres"]
+    code, stdout, err = _demo(capsys, "--quick", "--cases", ",".join(keys), "--out", str(out))
+    assert code == 0, err
+    report = json.loads((out / "demo.json").read_text())
+    assert [e["key"] for e in report["entries"]] == keys
+    assert not [e["key"] for e in report["entries"] if e["skipped"]]
+    assert Path(report["bundle"]).resolve() == DEFAULT_BUNDLE.resolve()
+    assert report["notes"] == []  # trained: not its own untrained twin
+    _check_media(out, report)
+    figures = [f for e in report["entries"] for f in e["figures"]]
+    assert figures and all(f["samples"] == 1 and "reference" in f for f in figures)
+
+    # the bundle's sampling defaults, for the bundle and its untrained twin alike
+    assert report["generation"] == config["generation"]
+    tuned = set(config["generation"]["tasks"])
+    assert tuned <= {task for task, _ in sampled}
+    for task, used in sampled:
+        expected = defaults.for_task(task)
+        for key in ("temperature", "top_k", "top_p"):
+            assert used[key] == expected[key], (task, key, used)
+        assert used["cfg_scale"] in (expected["cfg_scale"], 1.0), (task, used)
+        if task in tuned:  # all three have a condition to drop: their guidance is the bundle's
+            assert used == expected, (task, used)
+    a2v = [used for task, used in sampled if task == "a2v"]
+    assert len(a2v) == 2 and all(u["cfg_scale"] == 4.0 and u["temperature"] == 0.6 for u in a2v)
+
+    # super-resolution with the bundle's refiner, to twice the size
+    assert refined and set(refined) == set(config["refiners"]) == {"superres"}
+    superres = next(e for e in report["entries"] if e["key"] == "superres")
+    assert superres["outputs"][0]["label"] == "refined by superres"
+    assert superres["outputs"][0]["width"] == 2 * superres["inputs"][0]["width"] == 128
+    assert superres["figures"][0]["measured"] == 1
+
+    page = (out / "index.html").read_text()
+    assert "Bundle <code>checkpoints/videopoet_tiny_world</code>" in page
+    assert str(DEFAULT_BUNDLE.resolve()) not in page
+    assert "the bundle&#x27;s defaults (" in page and "itself untrained" not in page
+    assert f"gallery: {out.resolve()}" in stdout
 
 
 def test_every_other_case_runs_once(tiny_bundle, tmp_path, capsys):

@@ -3,7 +3,8 @@
 (naturalWidth > 0); a screenshot is kept as an artifact.
 
 Needs a Chromium binary (Debian: ``apt-get install -y chromium``); skipped where there is
-none. The screenshot goes to the test's tmp folder, and to ``$VIDEOPOET_ARTIFACTS`` when set.
+none. The screenshot is kept at ``test-artifacts/demo-gallery.png`` in the repository
+(git-ignored; a run overwrites it), or in ``$VIDEOPOET_ARTIFACTS`` when that is set.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ pytestmark = pytest.mark.skipif(
     reason="no Chromium binary: install it with `apt-get install -y chromium` (Debian)",
 )
 
+#: where the screenshot is kept: ``$VIDEOPOET_ARTIFACTS`` when set, else this (git-ignored)
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
 #: a small gallery with every kind of medium: silent clips, clips with sound, images, a
 #: sound alone, a preview filmstrip
 CASES = "t2v,t2i,a2v,v2a"
@@ -36,10 +40,19 @@ def gallery(tiny_bundle, tmp_path_factory):
     return out
 
 
+def artifacts() -> Path:
+    """The folder the screenshot is kept in (made if missing)."""
+    folder = Path(os.environ.get("VIDEOPOET_ARTIFACTS") or ARTIFACTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def test_every_medium_loads_and_plays_in_chromium(gallery, tmp_path):
     page = (gallery / "index.html").read_text()
     shot = tmp_path / "demo-gallery.png"
     check = check_gallery(gallery / "index.html", screenshot=shot)
+    if shot.is_file():  # kept before the checks, so a failing run leaves its picture too
+        shutil.copy(shot, artifacts() / shot.name)
     assert check.ok, check.problems
     players = re.findall(r"<(video|audio)\b", page)
     assert len(check.media) == len(players) >= 8
@@ -48,10 +61,7 @@ def test_every_medium_loads_and_plays_in_chromium(gallery, tmp_path):
     assert len(check.images) == len(re.findall(r"<img\b", page)) >= 3
     assert all(img["naturalWidth"] > 0 for img in check.images)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    artifacts = os.environ.get("VIDEOPOET_ARTIFACTS")
-    if artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(artifacts) / shot.name)
+    assert (artifacts() / shot.name).read_bytes() == shot.read_bytes()
 
 
 def test_a_broken_medium_is_reported(gallery, tmp_path):

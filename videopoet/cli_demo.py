@@ -20,7 +20,7 @@ def missing_bundle(path: Path) -> ConfigError:
     default = path.resolve() == DEFAULT_BUNDLE.resolve()
     how = (
         "the trained tiny bundle, committed with the repository: check out the whole "
-        "repository (or train it again with `videopoet demo --train`, about 1.5 h on 2 cores)"
+        "repository (or train it again with `videopoet demo --train`, about 2 h 35 min on 2 cores)"
         if default
         else "a bundle folder"
     )
@@ -140,7 +140,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="RUN_DIR",
         help=f"first train the bundle with the recipe {TRAIN_RECIPE} into RUN_DIR (default "
-        f"{TRAIN_OUT}; about 1.5 h on 2 CPU cores; run again to resume), then show it",
+        f"{TRAIN_OUT}; about 2 h 35 min on 2 CPU cores; run again to resume), then show it",
     )
     p.add_argument(
         "--train-set",

@@ -58,6 +58,16 @@ def _num(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the current directory when it lies under it (the gallery's header
+    then reads ``checkpoints/videopoet_tiny_world``, not where this checkout happens to be),
+    else as given."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (OSError, ValueError):
+        return str(path)
+
+
 def ahead(fig: dict) -> bool | None:
     """Whether the bundle's value beats the reference's (None if either is missing)."""
     ours, theirs = fig.get("bundle"), fig.get("reference")
@@ -193,8 +203,9 @@ def render(report: Any) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in defaults.items() if v not in (None, {}))
         sampling = f"{sampling} over " if sampling else ""
         sampling += f"the bundle's defaults ({shown})"
+    bundle = shown_path(report.bundle)
     meta = (
-        f"Bundle <code>{_e(report.bundle)}</code>"
+        f"Bundle <code>{_e(bundle)}</code>"
         + (f" ({_e(report.description)})" if report.description else "")
         + f", {report.parameters / 1e6:.2f} M LM parameters, formats "
         f"{_e(', '.join(report.formats))}. Seed {report.seed}; {report.samples} held-out "
@@ -222,7 +233,7 @@ def render(report: Any) -> str:
         *(section(entry) for entry in report.entries),
         '<h2 id="figures">All figures</h2>',
         summary(report),
-        f'<p class="note">Made by <code>videopoet demo --bundle {_e(report.bundle)} --seed '
+        f'<p class="note">Made by <code>videopoet demo --bundle {_e(bundle)} --seed '
         f"{report.seed}{' --quick' if report.quick else ''}</code>.</p>",
         "</body></html>",
     ]

@@ -319,9 +319,13 @@ def run_demo(
         sampling=dict(sampling or {}),
     )
     chosen = select_cases(engine, quick, cases)
+    # a case draws its samples by its place in the full demo, so a section looks the same
+    # whether it runs there, in --quick or alone (--cases)
+    places = {c.key: i for i, c in enumerate(select_cases(engine))}
     entries: list[Entry] = []
     plans: list[tuple[Case, Entry, list[world.WorldSample]]] = []
-    for number, case in enumerate(chosen):
+    for case in chosen:
+        number = places.get(case.key, len(places))
         entry = Entry(case.key, case.title, case.describe(), list(case.tasks), case.reference)
         why = case.unavailable(engine)
         if why is None and case.image and ctx.image_fmt is None:
