@@ -55,6 +55,13 @@ SCORES = {
     "a2v": (lambda f: f["a2v_corr"], "pitch-height correlation"),
     "v2a": (lambda f: f["v2a_corr"], "pitch-height correlation"),
     "i2v": (lambda f: f["i2v_first_frame_psnr"], "first-frame PSNR (dB)"),
+    "t2i": (
+        lambda f: (f["t2i_color_acc"] + f["t2i_shape_acc"]) / 2,
+        "mean of colour, shape accuracy",
+    ),
+    "avcont": (lambda f: f["avcont_corr"], "own pitch-height correlation"),
+    "uncond": (lambda f: -f["uncond_fd"], "- Fréchet distance to real clips"),
+    "uncond_image": (lambda f: -f["uncond_image_fd"], "- Fréchet distance to real images"),
 }
 
 
@@ -118,9 +125,15 @@ def main() -> None:
     unknown = [t for t in tasks if t not in SCORES]
     if unknown:
         parser.error(f"--tasks: unknown {unknown}; choose among {', '.join(SCORES)}")
-    cache: dict = {}
+    image_fmt = evaluation.image_format(engine, fmt)
+    formats = {t: image_fmt if evaluation.PROBES[t].image else fmt for t in tasks}
+    if None in formats.values():
+        parser.error("--tasks: an image task, and the bundle serves no image format")
+    caches: dict = {f: {} for f in formats.values()}
     plans = {
-        t: evaluation.held_out(evaluation.PROBES[t], args.seeds, fmt, None, cache, args.first)
+        t: evaluation.held_out(
+            evaluation.PROBES[t], args.seeds, formats[t], None, caches[formats[t]], args.first
+        )
         for t in tasks
     }
     results: dict[str, Any] = {}
@@ -133,7 +146,7 @@ def main() -> None:
         tried: list[tuple[dict[str, Any], float]] = []
         for setting in tqdm(settings, desc=task, leave=False):
             began = time.perf_counter()
-            value = run(engine, task, plans[task], fmt, setting)
+            value = run(engine, task, plans[task], formats[task], setting)
             tried.append((setting, value))
             label = shown(setting) + ("  (bundle)" if len(tried) == 1 else "")
             seconds = time.perf_counter() - began
