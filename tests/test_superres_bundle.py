@@ -122,6 +122,11 @@ def test_evaluate_reports_superres_and_bicubic_psnr(sr_bundle):
     for key in SUPERRES_FIGURES:
         assert 0 < result.figures[key] <= 100, key
     assert any(row[1] == "superres_psnr" for row in result.table())
+    without = evaluate(
+        engine, seeds=1, tasks=["i2v"], untrained=False, progress=False, superres=False
+    )
+    assert not set(SUPERRES_FIGURES) & set(without.figures) and "superres" not in without.timings
+    assert without.figures["i2v_first_frame_psnr"] == result.figures["i2v_first_frame_psnr"]
 
 
 def _cli(*argv: str) -> tuple[int, str]:

@@ -65,6 +65,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         init_seed=args.init_seed,
         progress=not args.quiet,
         first=args.first,
+        superres=not args.no_superres,
     )
     fvd = None
     if extractor is not None:
@@ -145,6 +146,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_sampling_arguments(p, "guidance for the tasks with a condition to drop")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the untrained LM")
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained reference")
+    p.add_argument(
+        "--no-superres",
+        action="store_true",
+        help="skip the super-resolution figures (the slowest part; a bundle with a refiner)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads (1 is fastest for tiny models)"

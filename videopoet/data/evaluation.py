@@ -644,6 +644,7 @@ def evaluate(
     world_config: world.WorldConfig | None = None,
     progress: bool = True,
     first: int = 0,
+    superres: bool = True,
 ) -> Evaluation:
     """Figures of ``engine`` (and of its untrained twin) on ``seeds`` held-out samples per task.
 
@@ -659,6 +660,9 @@ def evaluate(
     Sampling: each option given (not None) over the bundle's defaults for the task
     (:func:`task_sampling`), the same settings for both models; ``sampling`` in the result
     holds them per task.
+
+    ``superres``: with a ``superres`` refiner in the bundle, also :data:`SUPERRES_FIGURES`
+    (the slowest part on a CPU: False leaves them out, e.g. while tuning a task's sampling).
     """
     from tqdm.auto import tqdm
 
@@ -694,7 +698,8 @@ def evaluate(
     given = {"cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p}
     sampling = {t: task_sampling(engine, t, given) for t in runnable}
     total = sum(len(p) for p in plans.values()) * len(models) + seeds
-    total += seeds if "superres" in engine.refiners else 0
+    superres = superres and "superres" in engine.refiners
+    total += seeds if superres else 0
     timings: dict[str, float] = {}
     rows: dict[str, dict[str, list[dict]]] = {name: {} for name, _ in models}
     with tqdm(total=total, desc="evaluate", unit="clip", disable=not progress) as bar:
@@ -720,7 +725,7 @@ def evaluate(
         bar.update(seeds)
         timings["visual_tokenizer"] = time.perf_counter() - began
         refined: dict[str, float | None] = {}
-        if "superres" in engine.refiners:
+        if superres:
             began = time.perf_counter()
             bar.set_postfix_str("superres")
             refined = superres_figures(engine, seeds, fmt, world_config, bar, first)
