@@ -199,6 +199,31 @@ def test_audio_tokenizer_on_cuda_matches_the_cpu():
         assert gpu.decode(ids).shape == cpu.decode(ids.cpu()).shape
 
 
+def test_tokenize_on_cuda_writes_the_cpus_shards(tiny_bundle, tmp_path):
+    """The tokenizers encode on the GPU (``device: cuda``); the ids agree with the CPU's up to
+    float rounding at a code boundary, the text embeddings exactly (the encoder stays on the
+    CPU)."""
+    import numpy as np
+
+    from videopoet.core.lm_training import TokenizeConfig, WorldData, tokenize
+    from videopoet.data.shards import TokenShards
+
+    data = WorldData(examples_per_task=4, eval_examples_per_task=1)
+    for device in ("cpu", "cuda"):
+        config = TokenizeConfig(
+            bundle=str(tiny_bundle), out=str(tmp_path / device), tasks=["t2v", "a2v"],
+            world=data, device=device,
+        )  # fmt: skip
+        tokenize(config, progress=False)
+    cpu, gpu = TokenShards(tmp_path / "cpu"), TokenShards(tmp_path / "cuda")
+    for a, b in zip(cpu.of("train"), gpu.of("train"), strict=True):
+        assert a.key == b.key
+        tokens_a, tokens_b = cpu.arrays(a)["tokens"], gpu.arrays(b)["tokens"]
+        assert (tokens_a == tokens_b).mean() > 0.95
+        if a.text_slots:
+            assert np.array_equal(cpu.arrays(a)["text"], gpu.arrays(b)["text"])
+
+
 def test_lm_training_and_generation_end_to_end_on_cuda(tiny_bundle, tmp_path):
     """videopoet tokenize, then videopoet train on the GPU in bfloat16 (held-out evaluation
     included), then the trained bundle generates on the GPU."""

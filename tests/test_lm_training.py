@@ -205,6 +205,19 @@ def test_a_task_missing_from_the_held_out_split_is_left_out_of_evaluation(shards
     assert set(held_out.weights) == {"t2v"}
 
 
+def test_tokenize_names_a_device_that_is_not_here(tiny_bundle, tmp_path):
+    data = WorldData(examples_per_task=1, eval_examples_per_task=1)
+    for device, expected in (("tpu", "cpu, cuda"), ("cuda:7", "device that exists|CUDA dev")):
+        config = TokenizeConfig(
+            bundle=str(tiny_bundle), out=str(tmp_path / "s"), tasks=["t2v"], world=data,
+            device=device,
+        )  # fmt: skip
+        with pytest.raises(ConfigError, match=expected) as info:
+            tokenize(config, progress=False)
+        assert info.value.args and "device" in str(info.value)
+    assert not (tmp_path / "s").exists()
+
+
 def test_stale_shards_are_refused(shards, tiny_bundle, tmp_path):
     meta = json.loads((shards / "meta.json").read_text())
     copy = tmp_path / "stale"

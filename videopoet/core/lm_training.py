@@ -106,6 +106,11 @@ class TokenizeConfig(BaseModel):
         description="torch CPU threads while tokenizing (default: torch's, one per core); "
         "fewer on a machine other jobs keep busy",
     )
+    device: str = Field(
+        "auto",
+        description="where the tokenizers encode: cpu, cuda, cuda:N or auto (cuda when there "
+        "is one); the text encoder and the shards stay on the CPU",
+    )
     commit_every: int = Field(
         1000,
         ge=1,
@@ -173,7 +178,7 @@ class LMTrainingConfig(BaseModel):
 ENCODE_BATCH = 8
 #: config fields that may differ between the attempts of one tokenize (the staging record
 #: holds the others; the bundle is checked by its identity, not its path)
-FREE_TOKENIZE_FIELDS = {"bundle", "out", "threads", "commit_every"}
+FREE_TOKENIZE_FIELDS = {"bundle", "out", "threads", "device", "commit_every"}
 
 
 def tokenize(
@@ -197,12 +202,13 @@ def tokenize(
 
 def _tokenize(config: TokenizeConfig, progress: bool, restart_changed: bool) -> dict[str, Any]:
     from videopoet.core.engine import Engine
+    from videopoet.core.training import resolve_device
     from videopoet.data.shard_staging import ShardStaging
     from videopoet.data.shards import ShardWriter, engine_identity
 
     source = config.source()
     captions = _check_folder(config.folder) if source == "folder" else None
-    engine = Engine.from_pretrained(config.bundle)
+    engine = Engine.from_pretrained(config.bundle, device=resolve_device(config.device))
     tasks = config.tasks or engine.tasks()
     unknown = sorted(set(tasks) - set(engine.tasks()))
     if unknown:
