@@ -5,13 +5,18 @@ Two measurements side by side in one run:
 1. For each 3D convolution shape of the tiny tokenizer (and a few wider ones), the gradients
    of one convolution under bfloat16 autocast (oneDNN, the kernels torch uses on x86) against
    float32: the share of non-finite weight-gradient entries and the relative error of the
-   weight and input gradients. bfloat16 itself costs about 0.3 % relative error; an error
-   far above that, or a non-finite entry, is a wrong kernel.
+   weight and input gradients; beside them the weight gradient of the tokenizer's own
+   :class:`videopoet.plugins.magvit.bf16_conv.Conv3d` (float32 weight gradients). bfloat16
+   itself costs about 0.3 % relative error; an error far above that, or a non-finite entry,
+   is a wrong kernel.
 2. One training step (forward + backward, reconstruction loss) of the committed tiny tokenizer
-   on a batch of world clips: float32 against bfloat16 autocast, median seconds per step.
+   on a batch of world clips, median seconds per step: float32, bfloat16 autocast as the
+   tokenizer trains (float32 weight gradients), and bfloat16 with oneDNN's own weight
+   gradients (faster, right only where part 1 shows no wrong shape).
 
 The last line is one JSON object: per shape the figures, ``step_s_fp32``, ``step_s_bf16``,
-``bf16_speedup`` and ``bf16_wrong_shapes`` (how many shapes gave a wrong weight gradient).
+``bf16_speedup``, ``step_s_bf16_onednn_weight_grad``, ``bf16_onednn_speedup`` and
+``bf16_wrong_shapes`` (how many shapes gave oneDNN a wrong weight gradient).
 """
 
 from __future__ import annotations
@@ -50,22 +55,28 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def check_conv(cin: int, cout: int, frames: int, size: int, batch: int) -> dict[str, float]:
-    """bf16-autocast gradients of one padded 3x3x3 convolution against float32's."""
+    """bf16-autocast gradients of one padded 3x3x3 convolution against float32's: oneDNN's,
+    and the tokenizer's ``Conv3d`` (float32 weight gradient) with the same weights."""
+    from videopoet.plugins.magvit.bf16_conv import Conv3d
+
     conv = torch.nn.Conv3d(cin, cout, 3, padding=(0, 1, 1))
+    ours = Conv3d(cin, cout, 3, padding=(0, 1, 1))
+    ours.load_state_dict(conv.state_dict())
     x = torch.randn(batch, cin, frames, size, size)
     grads = {}
-    for bf16 in (False, True):
-        conv.zero_grad()
+    for name, module, bf16 in (("fp32", conv, False), ("onednn", conv, True), ("ours", ours, True)):
+        module.zero_grad()
         xi = x.clone().requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = conv(xi)
+            y = module(xi)
         y.float().pow(2).mean().backward()
-        grads[bf16] = (conv.weight.grad.clone(), xi.grad.clone())
-    (w32, x32), (w16, x16) = grads[False], grads[True]
+        grads[name] = (module.weight.grad.clone(), xi.grad.clone())
+    (w32, x32), (w16, x16), (w_ours, _) = grads["fp32"], grads["onednn"], grads["ours"]
     return {
         "weight_nonfinite": (~torch.isfinite(w16)).float().mean().item(),
         "weight_rel_err": relative_error(w16, w32),
         "input_rel_err": relative_error(x16, x32),
+        "ours_weight_rel_err": relative_error(w_ours, w32),
     }
 
 
@@ -98,15 +109,29 @@ def time_tokenizer_step(bundle: Path, batch: int, frames: int, repeats: int) -> 
     out["step_worst_grad"], out["step_worst_grad_rel_err"] = worst, errors[worst]
     finite_errors = [v for v in errors.values() if not math.isnan(v)]
     out["step_median_grad_rel_err"] = statistics.median(finite_errors)
-    for name, bf16 in (("fp32", False), ("bf16", True)):
-        times, finite = [], True
-        for _ in range(repeats):
-            start = time.perf_counter()
-            finite &= step(bf16)
-            times.append(time.perf_counter() - start)
+    from videopoet.plugins.magvit import bf16_conv
+
+    ours = bf16_conv.cpu_bf16_training
+    for name, bf16, onednn in (
+        ("fp32", False, False),
+        ("bf16", True, False),
+        ("bf16_onednn_weight_grad", True, True),
+    ):
+        # oneDNN's weight gradient: the tokenizer's Conv3d told it is not bf16 training
+        bf16_conv.cpu_bf16_training = (lambda x: False) if onednn else ours
+        try:
+            step(bf16)  # its own warm-up
+            times, finite = [], True
+            for _ in range(repeats):
+                start = time.perf_counter()
+                finite &= step(bf16)
+                times.append(time.perf_counter() - start)
+        finally:
+            bf16_conv.cpu_bf16_training = ours
         out[f"step_s_{name}"] = statistics.median(times)
         out[f"grads_finite_{name}"] = finite
     out["bf16_speedup"] = out["step_s_fp32"] / out["step_s_bf16"]
+    out["bf16_onednn_speedup"] = out["step_s_fp32"] / out["step_s_bf16_onednn_weight_grad"]
     return out
 
 
@@ -124,8 +149,8 @@ def main() -> None:
 
     figures: dict[str, object] = {"threads": args.threads, "torch": torch.__version__}
     shapes, wrong = {}, 0
-    header = ("conv (cin->cout, t, hxw)", "non-finite dW", "dW rel.err", "dX rel.err")
-    print(f"{header[0]:28} {header[1]:>14} {header[2]:>11} {header[3]:>11}")
+    header = ("conv (cin->cout, t, hxw)", "non-finite dW", "dW rel.err", "dX rel.err", "ours dW")
+    print(f"{header[0]:28} {header[1]:>14} {header[2]:>11} {header[3]:>11} {header[4]:>8}")
     for cin, cout, frames, size in SHAPES:
         r = check_conv(cin, cout, frames, size, args.batch)
         bad = r["weight_nonfinite"] > 0 or not r["weight_rel_err"] <= WRONG_ABOVE
@@ -134,7 +159,8 @@ def main() -> None:
         shapes[key] = r
         print(
             f"{key:28} {r['weight_nonfinite']:14.3f} {r['weight_rel_err']:11.4f} "
-            f"{r['input_rel_err']:11.4f}{'  WRONG' if bad else ''}"
+            f"{r['input_rel_err']:11.4f} {r['ours_weight_rel_err']:8.4f}"
+            f"{'  WRONG' if bad else ''}"
         )
     figures["shapes"] = shapes
     figures["bf16_wrong_shapes"] = wrong
@@ -142,7 +168,9 @@ def main() -> None:
     print(
         f"tokenizer training step, {args.step_batch} clips of {args.frames}x64x64: "
         f"float32 {step['step_s_fp32']:.3f} s, bfloat16 autocast {step['step_s_bf16']:.3f} s "
-        f"({step['bf16_speedup']:.2f}x)"
+        f"({step['bf16_speedup']:.2f}x; float32 weight gradients), with oneDNN's weight "
+        f"gradients {step['step_s_bf16_onednn_weight_grad']:.3f} s "
+        f"({step['bf16_onednn_speedup']:.2f}x)"
     )
     print(
         f"its gradients, bfloat16 against float32: median relative error "

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videopoet.plugins.magvit.bf16_conv import Conv3d
+
 
 class CausalConv3d(nn.Module):
     """3D convolution padded ``kt - 1`` frames at the front (replicating frame 0)."""
@@ -25,7 +27,7 @@ class CausalConv3d(nn.Module):
         super().__init__()
         kt, kh, kw = (kernel,) * 3 if isinstance(kernel, int) else kernel
         self.time_pad = kt - 1
-        self.conv = nn.Conv3d(cin, cout, (kt, kh, kw), stride=stride, padding=(0, kh // 2, kw // 2))
+        self.conv = Conv3d(cin, cout, (kt, kh, kw), stride=stride, padding=(0, kh // 2, kw // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_pad:
@@ -58,7 +60,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.norm1, self.conv1 = FrameNorm(cin), CausalConv3d(cin, cout)
         self.norm2, self.conv2 = FrameNorm(cout), CausalConv3d(cout, cout)
-        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+        self.skip = Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -108,8 +110,8 @@ class PatchShortcut(nn.Module):
         super().__init__()
         self.t, self.s, self.c = temporal, spatial, channels
         width = channels * temporal * spatial * spatial
-        self.down = nn.Conv3d(width, latent, 1)
-        self.up = nn.Conv3d(latent, width, 1)
+        self.down = Conv3d(width, latent, 1)
+        self.up = Conv3d(latent, width, 1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         b, c, frames, h, w = x.shape
