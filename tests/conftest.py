@@ -74,3 +74,31 @@ def tiny_engine(tiny_bundle):
     from videopoet.core.engine import Engine
 
     return Engine.from_pretrained(tiny_bundle)
+
+
+@pytest.fixture(scope="session")
+def save_tiny_t5():
+    """``save(folder, words, num_layers=1)``: a tiny randomly initialised T5 encoder (width 32,
+    seed 0) and a word-level tokenizer over ``words`` (the first three ``<pad>``, ``</s>``,
+    ``<unk>``), saved into ``folder`` the way a user's local T5 is; returns ``folder``."""
+
+    def save(folder: Path, words: list[str], num_layers: int = 1) -> Path:
+        from tokenizers import Tokenizer, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+        tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", special_tokens=[("</s>", 1)]
+        )
+        PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+        ).save_pretrained(folder)
+        config = T5Config(
+            vocab_size=len(words), d_model=32, d_kv=8, num_heads=2, num_layers=num_layers, d_ff=64
+        )
+        torch.manual_seed(0)
+        T5EncoderModel(config).save_pretrained(folder)
+        return folder
+
+    return save

@@ -463,25 +463,10 @@ def test_a_mapping_override_replaces_its_section_and_a_dotted_one_changes_one_fi
 
 
 @pytest.fixture(scope="module")
-def t5_folder(tmp_path_factory):
+def t5_folder(tmp_path_factory, save_tiny_t5):
     """A tiny randomly initialised local T5 encoder (width 32), saved as a user's T5 is."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    folder = tmp_path_factory.mktemp("t5")
     words = ["<pad>", "</s>", "<unk>", "a", "red", "square", "moves", "left"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    ).save_pretrained(folder)
-    config = T5Config(vocab_size=len(words), d_model=32, d_kv=8, num_heads=2, num_layers=1, d_ff=64)
-    torch.manual_seed(0)
-    T5EncoderModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_t5(tmp_path_factory.mktemp("t5"), words)
 
 
 @pytest.mark.parametrize("name,width", [("minilm", 384), ("hash", 64), ("t5", 32)])

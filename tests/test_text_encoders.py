@@ -121,26 +121,10 @@ def test_minilm_truncates_at_65_tokens_with_a_warning(minilm):
 
 
 @pytest.fixture(scope="module")
-def t5_dir(tmp_path_factory):
+def t5_dir(tmp_path_factory, save_tiny_t5):
     """A tiny randomly initialised T5 encoder + tokenizer saved the way a user's T5-XL is."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    folder = tmp_path_factory.mktemp("t5")
     vocab = ["<pad>", "</s>", "<unk>", *sorted(set(" ".join(CAPTIONS).split())), "cat"]
-    vocab = list(dict.fromkeys(vocab))
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)]
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    ).save_pretrained(folder)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, num_heads=2, num_layers=2, d_ff=64)
-    torch.manual_seed(0)
-    T5EncoderModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_t5(tmp_path_factory.mktemp("t5"), list(dict.fromkeys(vocab)), num_layers=2)
 
 
 def test_t5_from_a_local_folder(t5_dir):

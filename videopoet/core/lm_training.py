@@ -849,6 +849,5 @@ def engine_from_run(
     if recorded.get("generation") is not None:
         engine.generation = parse_generation(recorded["generation"], f"{record}: generation")
     state = load_checkpoint_weights(checkpoints[chosen])
-    engine.lm.load_state_dict(state)
-    engine.lm.to(device)
+    engine.lm.load_state_dict(state)  # copied into the parameters, on their device
     return engine, chosen

@@ -1094,7 +1094,7 @@ def train(
                         )
                     loss = losses["loss"]
                     over_somewhere = _check_loss(loss, step, ctx, wrapped, config, began)
-                    (loss / config.grad_accum if config.grad_accum > 1 else loss).backward()
+                    (loss / config.grad_accum).backward()  # / 1 is exact: K=1 is the plain step
                 micro_losses.append(
                     {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in losses.items()}
                 )

@@ -326,17 +326,11 @@ class ImageToVideo(Probe):
         return {"i2v_first_frame_psnr": _mean(r["psnr"] for r in rows)}
 
 
-class TextToImage(Probe):
-    """A held-out image's caption (it names no motion)."""
+class TextToImage(TextToVideo):
+    """A held-out image's caption (it names no motion): colour and shape only."""
 
     task = "t2i"
     image = True
-
-    def inputs(self, item, n):
-        return {"text": item.caption}
-
-    def measure(self, out, item, given):
-        return caption_matches(out.video, item)
 
     def summarize(self, rows):
         return {
@@ -683,8 +677,8 @@ def evaluate(
             skipped[task] = "the bundle serves no image format"
     runnable = [t for t in wanted if t not in skipped]
     formats = {t: image_fmt if PROBES[t].image else fmt for t in runnable}
-    caches: dict[Any, dict[int, world.WorldSample]] = {f: {} for f in formats.values()}
-    cache = caches[fmt] = caches.get(fmt, {})
+    caches: dict[Any, dict[int, world.WorldSample]] = {f: {} for f in {fmt, *formats.values()}}
+    cache = caches[fmt]
     plans = {
         t: held_out(PROBES[t], seeds, formats[t], world_config, caches[formats[t]], first)
         for t in runnable
